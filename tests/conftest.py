@@ -1,0 +1,27 @@
+"""Shared fixtures: seeds, the real CAVE scene from ../shared (never copied into the repo)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+
+matplotlib.use("Agg")
+os.environ.setdefault("HIRALIGN_CACHE", str(Path(__file__).resolve().parents[1] / ".cache" / "test"))
+
+REPO = Path(__file__).resolve().parents[1]
+CAVE_SCENE = REPO.parent / "shared" / "data" / "cave_balloons_ms_256.mat"
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def cave_path() -> Path:
+    if not CAVE_SCENE.exists():
+        pytest.skip(f"real CAVE scene not found at {CAVE_SCENE}")
+    return CAVE_SCENE
