@@ -185,7 +185,8 @@ def _add_impulse(x, rng, bands, amounts, salt_vs_pepper) -> dict:
         salted = rng.random(x.shape[1:]) < salt_vs_pepper
         x[b][flipped & salted] = 1.0
         x[b][flipped & ~salted] = 0.0
-    return {"bands": bands, "band_amounts": band_amounts, "amounts": tuple(amounts), "salt_vs_pepper": salt_vs_pepper}
+    return {"bands": bands, "band_amounts": band_amounts, "amounts": tuple(amounts),
+            "salt_vs_pepper": salt_vs_pepper}
 
 
 def _random_columns(rng: np.random.Generator, width: int, fraction: tuple[float, float]) -> np.ndarray:

@@ -1,0 +1,47 @@
+"""Per-pixel patch descriptors of Eq. 9: RGB, chroma-normalised RGB and image gradients.
+
+The descriptor of pixel (i, j) is the vectorised p x p patch centred there of the 8-channel image
+``[R, G, B, w_chroma * rgb / (sum_c rgb + eps), w_grad * (d/dx, d/dy) of the grey level]``.
+Gradients are central differences of the grey level (channel mean) with replicated borders; patches
+at the image border replicate the edge pixels. Everything is one ``unfold``: no loop over pixels.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+#: Channels per pixel before patch vectorisation: RGB (3) + chroma (3) + grey gradients (2).
+DESCRIPTOR_CHANNELS = 8
+
+
+def chroma_normalised(rgb: torch.Tensor, eps: float) -> torch.Tensor:
+    """``rgb / (sum_c rgb + eps)`` for a ``(3, H, W)`` image (Eq. 9)."""
+    return rgb / (rgb.sum(dim=0, keepdim=True) + eps)
+
+
+def grey_gradients(rgb: torch.Tensor) -> torch.Tensor:
+    """Central-difference x and y gradients of the channel-mean grey level, ``(2, H, W)``, replicate border."""
+    grey = rgb.mean(dim=0, keepdim=True)[None]  # (1, 1, H, W)
+    padded = F.pad(grey, (1, 1, 1, 1), mode="replicate")[0, 0]
+    gx = 0.5 * (padded[1:-1, 2:] - padded[1:-1, :-2])
+    gy = 0.5 * (padded[2:, 1:-1] - padded[:-2, 1:-1])
+    return torch.stack([gx, gy])
+
+
+def descriptor_channels(rgb: torch.Tensor, w_chroma: float, w_grad: float, eps: float) -> torch.Tensor:
+    """The 8-channel image whose p x p patches are the descriptors (Eq. 9)."""
+    return torch.cat([rgb, w_chroma * chroma_normalised(rgb, eps), w_grad * grey_gradients(rgb)])
+
+
+def patch_descriptors(rgb: torch.Tensor, patch: int = 5, w_chroma: float = 0.25, w_grad: float = 0.5, eps: float = 1e-6) -> torch.Tensor:
+    """Descriptors of every pixel of a ``(3, H, W)`` image: float32 ``(H*W, 8*patch^2)``, row-major pixels (Eq. 9)."""
+    if rgb.ndim != 3 or rgb.shape[0] != 3:
+        raise ValueError(f"patch_descriptors needs a (3, H, W) image, got shape {tuple(rgb.shape)}")
+    if patch < 1 or patch % 2 == 0:
+        raise ValueError(f"patch must be a positive odd integer, got {patch}")
+    channels = descriptor_channels(rgb.float(), w_chroma, w_grad, eps)[None]
+    half = patch // 2
+    if half:
+        channels = F.pad(channels, (half, half, half, half), mode="replicate")
+    columns = F.unfold(channels, kernel_size=patch)  # (1, 8*p*p, H*W)
+    return columns[0].T.contiguous()

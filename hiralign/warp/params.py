@@ -1,0 +1,162 @@
+"""Parameters of the warp-based hyperspectral generation (paper IV-D) and input validation.
+
+Defaults follow IV-D where the paper states a number (16 seeds, 16 candidates, gradient weight 0.5,
+chroma weight 0.25, temperature 1, 200 Adam iterations at lr 0.05). Where the paper's text lost the
+number (patch size, refinement radius, stencil size, loss weights) the value here is OUR choice; each
+such field says so in its comment and ``docs/warp.md`` reports its measured effect.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+#: Retrieval index choices (see :mod:`hiralign.warp.retrieval`).
+INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
+
+
+class WarpInputError(ValueError):
+    """The proxy HSI, proxy RGB or guide RGB handed to the warp are malformed or mismatched."""
+
+
+@dataclass(frozen=True)
+class WarpParams:
+    """Every knob of Eq. 9-26. Construct with keywords; invalid values raise ``ValueError``."""
+
+    # Descriptors (Eq. 9)
+    patch: int = 5  # patch side p; LOST in the paper's text, our choice (odd)
+    w_chroma: float = 0.25  # chroma channel weight (IV-D)
+    w_grad: float = 0.5  # gradient channel weight (IV-D)
+    eps: float = 1e-6  # chroma normalisation epsilon (Eq. 9)
+    normalise_intensity: bool = True  # scale both RGBs by one common factor (99th pct -> 1) before Eq. 9/20
+    # Retrieval (Eq. 10-13)
+    k: int = 16  # FAISS seeds per guide pixel (IV-D)
+    radius: int = 1  # seed refinement radius r, window (2r+1)^2; LOST, our choice
+    n_candidates: int = 16  # candidates kept after Eq. 12-13 (IV-D)
+    index: str = "auto"  # "flat" exact | "ivf" (PCA + IVF-Flat + exact re-rank) | "hnsw" | "auto"
+    auto_exact_max_pixels: int = 32768  # "auto" uses the exact index up to this many pixels
+    pca_dim: int = 32  # PCA dimension for the approximate indexes (0 = no PCA)
+    ivf_nlist: int = 0  # IVF lists; 0 = about 4 sqrt(N)
+    ivf_nprobe: int = 16  # IVF lists probed per query
+    refine_factor: int = 4  # approximate shortlist = refine_factor * k, re-ranked with exact L2
+    hnsw_m: int = 32  # HNSW graph degree
+    hnsw_ef_search: int = 64  # HNSW search breadth
+    query_chunk: int = 8192  # guide pixels per chunk in retrieval and scoring (bounds memory)
+    # Transport (Eq. 14-18)
+    stencil: int = 3  # interpolation stencil side s; LOST, our choice (odd)
+    tau: float = 1.0  # softmax temperature (IV-D)
+    init_sharpness: float = 8.0  # initial aggregation logits = -init_sharpness * normalised distance (ours)
+    init_centre_logit: float = 4.0  # initial interpolation logit of the centre offset, others 0 (ours)
+    # Optimisation (Eq. 19-21)
+    iters: int = 200  # Adam iterations (IV-D)
+    lr: float = 0.05  # Adam learning rate (IV-D)
+    lambda_rgb: float = 1.0  # RGB L1 weight; LOST, our choice
+    lambda_patch: float = 0.5  # unfolded-patch L1 weight; LOST, our choice
+    lambda_mi: float = 0.05  # mutual-information loss weight; LOST, our choice
+    lambda_ssim: float = 0.2  # 1 - SSIM weight; LOST, our choice
+    lambda_grad: float = 0.5  # gradient L1 weight; LOST, our choice
+    lambda_tv: float = 0.1  # TV of the normalised coordinate field weight; LOST, our choice
+    lambda_prior: float = 0.01  # descriptor-distance prior (Eq. 21) weight; LOST, our choice
+    loss_patch: int = 5  # patch side of the unfolded-patch L1 (ours)
+    mi_bins: int = 32  # Parzen histogram bins of the MI loss (ours)
+    mi_samples: int = 4096  # pixels sampled per iteration for the MI loss (ours; 0 = all pixels)
+    ssim_window: int = 11  # Gaussian SSIM window side
+    ssim_sigma: float = 1.5  # Gaussian SSIM window sigma
+    # Execution
+    device: str = "cpu"  # torch device: "cpu" or "cuda[:n]"
+    threads: int = 0  # torch / faiss CPU threads during the call; 0 = leave as is
+    seed: int = 0  # seeds faiss k-means, HNSW, PCA sampling and the MI pixel sampling
+    recall_queries: int = 0  # > 0: measure recall@k of the index used vs exact on this many queries
+
+    def __post_init__(self) -> None:
+        for name in ("patch", "stencil", "loss_patch", "ssim_window"):
+            value = getattr(self, name)
+            if value < 1 or value % 2 == 0:
+                raise ValueError(f"{name} must be a positive odd integer, got {value}")
+        for name in ("k", "n_candidates", "mi_bins", "query_chunk", "ivf_nprobe", "refine_factor", "hnsw_m", "hnsw_ef_search"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("radius", "iters", "pca_dim", "ivf_nlist", "mi_samples", "threads", "recall_queries", "auto_exact_max_pixels"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("w_chroma", "w_grad", "init_sharpness", "init_centre_logit", *self.loss_weight_names()):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        for name in ("eps", "tau", "lr", "ssim_sigma"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a finite number > 0, got {value}")
+        if self.index not in INDEX_KINDS:
+            raise ValueError(f"index must be one of {INDEX_KINDS}, got {self.index!r}")
+        pool = self.k * (2 * self.radius + 1) ** 2
+        if self.n_candidates > pool:
+            raise ValueError(
+                f"n_candidates={self.n_candidates} exceeds the candidate pool k*(2r+1)^2={pool} "
+                f"(k={self.k}, radius={self.radius})"
+            )
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"device must be 'cpu' or 'cuda[:n]', got {self.device!r}")
+
+    @staticmethod
+    def loss_weight_names() -> tuple[str, ...]:
+        """Names of the seven Eq. 20 weights, in the paper's order."""
+        return ("lambda_rgb", "lambda_patch", "lambda_mi", "lambda_ssim", "lambda_grad", "lambda_tv", "lambda_prior")
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> "WarpParams":
+        """Build from keywords, naming any unknown key (typos must not be silently ignored)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise TypeError(f"unknown warp parameter(s) {unknown}; valid names: {sorted(known)}")
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _as_float_array(obj: Any, name: str) -> np.ndarray:
+    try:
+        import torch
+
+        if isinstance(obj, torch.Tensor):
+            obj = obj.detach().cpu().numpy()
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        pass
+    arr = np.asarray(obj)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise WarpInputError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+    arr = arr.astype(np.float32, copy=False)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise WarpInputError(f"{name} contains {int(bad.sum())} NaN/infinite values")
+    return arr
+
+
+def validate_inputs(proxy_hsi: Any, proxy_rgb: Any, guide_rgb: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return float32 ``(B,H,W)``, ``(3,H,W)``, ``(3,H,W)`` arrays after checking shapes and values.
+
+    ``proxy_hsi`` may be a :class:`~hiralign.data.Cube` or an array. All three must share (H, W):
+    the operator maps the guide lattice onto the proxy lattice of the same size (Sec. III-B.2).
+    """
+    from hiralign.data.cube import Cube
+
+    if isinstance(proxy_hsi, Cube):
+        proxy_hsi = proxy_hsi.data
+    hsi = _as_float_array(proxy_hsi, "proxy_hsi")
+    prgb = _as_float_array(proxy_rgb, "proxy_rgb")
+    grgb = _as_float_array(guide_rgb, "guide_rgb")
+    if hsi.ndim != 3:
+        raise WarpInputError(f"proxy_hsi must be (B, H, W); got shape {hsi.shape}")
+    for name, rgb in (("proxy_rgb", prgb), ("guide_rgb", grgb)):
+        if rgb.ndim != 3 or rgb.shape[0] != 3:
+            raise WarpInputError(f"{name} must be a 3-channel (3, H, W) image; got shape {rgb.shape}")
+    sizes = {"proxy_hsi": hsi.shape[1:], "proxy_rgb": prgb.shape[1:], "guide_rgb": grgb.shape[1:]}
+    if len(set(sizes.values())) != 1:
+        raise WarpInputError(f"spatial sizes differ: {', '.join(f'{k} {v[0]}x{v[1]}' for k, v in sizes.items())}")
+    if min(hsi.shape) == 0:
+        raise WarpInputError(f"proxy_hsi is empty: shape {hsi.shape}")
+    return hsi, prgb, grgb
