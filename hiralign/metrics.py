@@ -14,7 +14,7 @@ precision/recall of Kynkaanniemi et al. with every pixel spectrum as a sample.
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
@@ -26,13 +26,13 @@ SSIM_SIGMA = 1.5
 SSIM_TRUNCATE = 3.5
 SSIM_RADIUS = int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5)  # 5 -> 11 taps, as scipy.ndimage computes it
 
-#: Relative slack on squared distances in the sPr/sRec membership test. It only absorbs float64
-#: rounding of ``|q|^2 + |c|^2 - 2 q.c`` so that a sample exactly on a sphere counts as inside
-#: (Eq. 8 uses ``<=``); it is far below any meaningful spectral distance.
+#: Relative slack in the sPr/sRec membership test: ``|q - c|^2 <= r^2 + slack (|q|^2 + |c|^2)``. It
+#: only absorbs float64 rounding of ``|q|^2 + |c|^2 - 2 q.c`` so that a sample exactly on a sphere
+#: counts as inside (Eq. 8 uses ``<=``); it is far below any meaningful spectral distance.
 _ROUNDING_SLACK = 1e-12
 
-#: Squared-distance entries computed at once in the membership test (bounds memory to ~8 MB a block).
-_BLOCK_ENTRIES = 1 << 20
+#: Query-centre pairs scored at once in the membership test (bounds memory to ~32 MB a block).
+_BLOCK_ENTRIES = 1 << 22
 
 
 # ----------------------------------------------------------------------------- input handling
@@ -210,7 +210,9 @@ def _spectra_of_one(obj: Any, name: str) -> np.ndarray:
         return arr.reshape(arr.shape[0], -1).T
     if arr.ndim == 4:  # (N, B, H, W) batch
         return np.moveaxis(arr, 1, -1).reshape(-1, arr.shape[1])
-    raise ValueError(f"{name}: expected (N, B) spectra, a (B, H, W) cube or an (N, B, H, W) batch; got shape {arr.shape}")
+    raise ValueError(
+        f"{name}: expected (N, B) spectra, a (B, H, W) cube or an (N, B, H, W) batch; got shape {arr.shape}"
+    )
 
 
 def pixel_spectra(obj: Any, name: str = "input") -> np.ndarray:
@@ -219,7 +221,8 @@ def pixel_spectra(obj: Any, name: str = "input") -> np.ndarray:
     ``obj`` is ``(N, B)`` spectra, a ``(B, H, W)`` cube, an ``(N, B, H, W)`` batch, or a list/tuple of
     those (concatenated; all must share B).
     """
-    parts = [_spectra_of_one(o, name) for o in obj] if isinstance(obj, (list, tuple)) else [_spectra_of_one(obj, name)]
+    items = obj if isinstance(obj, (list, tuple)) else [obj]
+    parts = [_spectra_of_one(item, name) for item in items]
     if not parts:
         raise ValueError(f"{name}: empty list of cubes")
     bands = {p.shape[1] for p in parts}
@@ -263,7 +266,9 @@ def kth_neighbour_radii(points: np.ndarray, k: int) -> np.ndarray:
     distances are then recomputed exactly in float64 so they do not carry faiss' float32 rounding.
     """
     if not 1 <= k < len(points):
-        raise ValueError(f"k must be in [1, N-1] = [1, {len(points) - 1}] for a set of {len(points)} samples; got k={k}")
+        raise ValueError(
+            f"k must be in [1, N-1] = [1, {len(points) - 1}] for a set of {len(points)} samples; got k={k}"
+        )
     idx = _nearest_indices(points, k + 1)
     dist = np.stack([np.linalg.norm(points - points[idx[:, j]], axis=1) for j in range(k + 1)], axis=1)
     return np.sort(dist, axis=1)[:, k]
@@ -273,17 +278,20 @@ def inside_manifold(queries: np.ndarray, centres: np.ndarray, radii: np.ndarray)
     """The binary function f of Eq. 8 for every query: inside the union of balls ``B(centre, radius)``.
 
     ``True`` where ``||q - c||_2 <= r_c`` for at least one centre. Exact (blockwise over queries, no
-    N x N matrix in memory); ties on a sphere count as inside.
+    N x N matrix in memory); ties on a sphere count as inside. With ``|q - c|^2 = |q|^2 + |c|^2 - 2 q.c``
+    the test reads ``max_c (q.c - b_c) >= a_q``, ``a_q = |q|^2 / 2``, ``b_c = (|c|^2 - r_c^2) / 2``, so a
+    block costs one matrix product and one row maximum; the slack widens it by float64 rounding.
     """
-    centre_sq = np.einsum("ij,ij->i", centres, centres)
-    radius_sq = radii**2
+    keep = 1.0 - _ROUNDING_SLACK
+    a = 0.5 * keep * np.einsum("ij,ij->i", queries, queries)
+    b = 0.5 * (keep * np.einsum("ij,ij->i", centres, centres) - radii**2)
     rows = max(1, _BLOCK_ENTRIES // len(centres))
     inside = np.empty(len(queries), dtype=bool)
     for start in range(0, len(queries), rows):
-        q = queries[start : start + rows]
-        scale = np.einsum("ij,ij->i", q, q)[:, None] + centre_sq[None, :]
-        dist_sq = scale - 2.0 * (q @ centres.T)
-        inside[start : start + rows] = (dist_sq <= radius_sq[None, :] + _ROUNDING_SLACK * scale).any(axis=1)
+        block = slice(start, start + rows)
+        gram = queries[block] @ centres.T
+        gram -= b[None, :]
+        inside[block] = gram.max(axis=1) >= a[block]
     return inside
 
 

@@ -1,0 +1,355 @@
+"""Result tables with provenance (JSON + markdown + CSV) and the figures of notebooks 04 and 05.
+
+A :class:`Table` is a named list of rows under fixed columns. :func:`write_tables` writes a set of
+tables and one provenance record (:func:`provenance`: parameters, code version, dataset, seed,
+device, wall time, library versions) as
+
+* ``<stem>.json`` -- ``{"provenance": {...}, "tables": {name: {"title", "columns", "rows"}}}``,
+* ``<stem>.md``   -- every table as a markdown table under its title, provenance at the end,
+* ``<stem>.csv``  -- the first table; every further table as ``<stem>_<name>.csv``. Each CSV starts
+  with ``# key: value`` provenance lines (read with ``pandas.read_csv(path, comment="#")``).
+
+Each file is written atomically (temp file + rename). The plotting helpers only draw; they take
+arrays and records and return the matplotlib figure so notebooks stay thin.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+import hiralign
+
+#: Number formats of the usual metric columns in markdown (CSV and JSON keep full precision).
+DEFAULT_FORMATS = {"psnr": ".2f", "ssim": ".4f", "sam": ".2f", "spr": ".3f", "srec": ".3f", "loss": ".4g",
+                   "d_psnr": "+.2f", "d_ssim": "+.4f", "d_sam": "+.2f"}
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-friendly version of ``value`` (numpy scalars/arrays, paths, tuples)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass
+class Table:
+    """A named table: ``columns`` and ``rows`` (one list of values per row), with a display title."""
+
+    name: str
+    columns: list[str]
+    rows: list[list[Any]] = field(default_factory=list)
+    title: str = ""
+    formats: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(set(self.columns)) != len(self.columns):
+            raise ValueError(f"table {self.name!r}: duplicate column names in {self.columns}")
+        for i, row in enumerate(self.rows):
+            if len(row) != len(self.columns):
+                raise ValueError(f"table {self.name!r}: row {i} has {len(row)} values for {len(self.columns)} columns")
+
+    @classmethod
+    def from_records(cls, name: str, records: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None,
+                     title: str = "", formats: Mapping[str, str] | None = None) -> "Table":
+        """A table from a list of dicts; ``columns`` defaults to the keys of the first record."""
+        if columns is None:
+            columns = list(records[0]) if records else []
+        rows = [[_plain(rec.get(c)) for c in columns] for rec in records]
+        return cls(name, list(columns), rows, title, dict(formats or {}))
+
+    def records(self) -> list[dict[str, Any]]:
+        """The rows as dicts keyed by column."""
+        return [dict(zip(self.columns, row)) for row in self.rows]
+
+    def column(self, name: str) -> list[Any]:
+        if name not in self.columns:
+            raise KeyError(f"table {self.name!r} has no column {name!r}; columns: {self.columns}")
+        j = self.columns.index(name)
+        return [row[j] for row in self.rows]
+
+    def _cell(self, column: str, value: Any) -> str:
+        if value is None:
+            return ""
+        spec = self.formats.get(column, DEFAULT_FORMATS.get(column))
+        if spec and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return format(value, spec)
+        return str(value)
+
+    def to_markdown(self) -> str:
+        """GitHub markdown: ``### title`` (if any) then the table."""
+        lines = [f"### {self.title}", ""] if self.title else []
+        lines.append("| " + " | ".join(self.columns) + " |")
+        lines.append("|" + "|".join("---" for _ in self.columns) + "|")
+        lines += ["| " + " | ".join(self._cell(c, v) for c, v in zip(self.columns, row)) + " |" for row in self.rows]
+        return "\n".join(lines) + "\n"
+
+    def to_csv(self, header_lines: Sequence[str] = ()) -> str:
+        """CSV text (full precision); ``header_lines`` are written first as ``# line`` comments."""
+        buf = io.StringIO()
+        for line in header_lines:
+            buf.write(f"# {line}\n")
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(self.columns)
+        writer.writerows(self.rows)
+        return buf.getvalue()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"title": self.title, "columns": self.columns, "rows": _plain(self.rows)}
+
+
+# ----------------------------------------------------------------------------- provenance
+
+
+def code_version() -> dict[str, str]:
+    """The package version and, when the source tree is a git checkout, its commit (read-only query)."""
+    version = {"hiralign": hiralign.__version__}
+    root = Path(hiralign.__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if out.returncode == 0:
+            version["git_commit"] = out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass  # no git or not a checkout: the package version is all there is
+    return version
+
+
+def provenance(params: Mapping[str, Any], dataset: Any = None, seed: int | None = None, device: str | None = None,
+               wall_time_s: float | None = None, **extra: Any) -> dict[str, Any]:
+    """What produced a result: parameters, code version, dataset, seed, device, wall time, versions."""
+    import torch
+
+    record = {
+        "params": _plain(dict(params)),
+        "code_version": code_version(),
+        "dataset": _plain(dataset),
+        "seed": seed,
+        "device": device,
+        "wall_time_s": None if wall_time_s is None else round(float(wall_time_s), 3),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+    }
+    record.update(_plain(extra))
+    return record
+
+
+def _provenance_lines(prov: Mapping[str, Any]) -> list[str]:
+    """One ``key: value`` line per provenance entry (nested values as compact JSON)."""
+    return [f"{k}: {v if isinstance(v, str) else json.dumps(v, sort_keys=True)}" for k, v in prov.items()]
+
+
+# ----------------------------------------------------------------------------- writing / reading
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def tables_markdown(tables: Sequence[Table], prov: Mapping[str, Any] | None = None, heading: str = "") -> str:
+    """All tables as one markdown document, provenance as a list at the end."""
+    parts = [f"## {heading}\n"] if heading else []
+    parts += [t.to_markdown() for t in tables]
+    if prov:
+        parts.append("<details><summary>provenance</summary>\n\n" + "\n".join(f"- {line}" for line in _provenance_lines(prov))
+                     + "\n\n</details>\n")
+    return "\n".join(parts)
+
+
+def write_tables(directory: Path | str, stem: str, tables: Sequence[Table], prov: Mapping[str, Any],
+                 heading: str = "") -> dict[str, Path]:
+    """Write ``<stem>.json``, ``<stem>.md``, ``<stem>.csv`` (first table) and ``<stem>_<name>.csv``
+    (the others) into ``directory``; return the paths by kind (``json``, ``md``, ``csv``, ``csv:<name>``)."""
+    if not tables:
+        raise ValueError("write_tables needs at least one table")
+    names = [t.name for t in tables]
+    if len(set(names)) != len(names):
+        raise ValueError(f"table names must be unique; got {names}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    prov = _plain(dict(prov))
+    paths: dict[str, Path] = {}
+    payload = {"provenance": prov, "tables": {t.name: t.to_json() for t in tables}}
+    paths["json"] = directory / f"{stem}.json"
+    _write_text_atomic(paths["json"], json.dumps(payload, indent=1, allow_nan=True) + "\n")
+    paths["md"] = directory / f"{stem}.md"
+    _write_text_atomic(paths["md"], tables_markdown(tables, prov, heading))
+    header = _provenance_lines(prov)
+    for i, table in enumerate(tables):
+        key, path = ("csv", directory / f"{stem}.csv") if i == 0 else (f"csv:{table.name}", directory / f"{stem}_{table.name}.csv")
+        _write_text_atomic(path, table.to_csv([f"table: {table.name}", *header]))
+        paths[key] = path
+    return paths
+
+
+def read_tables(path: Path | str) -> tuple[dict[str, Table], dict[str, Any]]:
+    """Read a ``<stem>.json`` written by :func:`write_tables`: ``({name: Table}, provenance)``."""
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"result file {path} does not exist") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"result file {path} is not valid JSON ({err})") from err
+    tables = {name: Table(name, t["columns"], t["rows"], t.get("title", "")) for name, t in payload["tables"].items()}
+    return tables, payload.get("provenance", {})
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def _pyplot():
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_training_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], keys: Sequence[str] | None = None):
+    """One panel per curve key (e.g. ``loss``, ``val_psnr``) with one line per run.
+
+    ``curves`` maps a run label to ``{"epoch": [...], key: [...], ...}``; an epoch 0 entry (before
+    finetuning) is drawn like any other. Keys missing from a run are skipped for it.
+    """
+    plt = _pyplot()
+    if keys is None:
+        keys = sorted({k for c in curves.values() for k in c if k != "epoch"})
+    if not keys:
+        raise ValueError("no curves to plot")
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for label, curve in curves.items():
+            values = curve.get(key)
+            if values is None or len(values) == 0:
+                continue
+            epochs = curve.get("epoch", range(len(values)))
+            ax.plot(list(epochs)[-len(values):], values, marker="o", ms=3, label=label)
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_image_bars(records: Sequence[Mapping[str, Any]], metric: str = "psnr", method_key: str = "method",
+                        image_key: str = "image"):
+    """Grouped bars of ``metric`` per image, one bar per method (records: the per-image table)."""
+    plt = _pyplot()
+    methods = list(dict.fromkeys(r[method_key] for r in records))
+    images = list(dict.fromkeys(r[image_key] for r in records))
+    value = {(r[method_key], r[image_key]): r[metric] for r in records}
+    width = 0.8 / max(1, len(methods))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * len(images) * max(1, len(methods)) / 2 + 2), 3.4))
+    x = np.arange(len(images))
+    for i, method in enumerate(methods):
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, [value.get((method, im), np.nan) for im in images], width,
+               label=method)
+    ax.set_xticks(x, images, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel(metric.upper())
+    values = [v for v in value.values() if v is not None and np.isfinite(v)]
+    if values and metric in ("psnr", "ssim"):
+        lo, hi = min(values), max(values)
+        ax.set_ylim(lo - 0.1 * (hi - lo + 1e-6) - (0.5 if metric == "psnr" else 0.0), hi + 0.1 * (hi - lo + 1e-6))
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _crop(cube: np.ndarray, box: tuple[int, int, int] | None) -> np.ndarray:
+    if box is None:
+        return cube
+    top, left, size = box
+    return cube[:, top : top + size, left : left + size]
+
+
+def show_crops(panels: Mapping[str, np.ndarray], wavelengths: Sequence[float], box: tuple[int, int, int] | None = None,
+               percentile: float = 99.5):
+    """Proxy-RGB renders (Eq. 4) of ``(B, H, W)`` cubes side by side, cropped to ``box`` = (top, left,
+    size). Cubes of another size (e.g. an SR low-resolution input) are shown uncropped. All panels
+    share one brightness scale (the ``percentile`` of the first panel)."""
+    from hiralign.spectral import to_rgb
+
+    plt = _pyplot()
+    first = next(iter(panels.values()))
+    hi = float(np.percentile(to_rgb(np.asarray(first, np.float32), wavelengths), percentile)) or 1.0
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.8), squeeze=False)
+    for ax, (label, cube) in zip(axes[0], panels.items()):
+        cube = np.asarray(cube, np.float32)
+        view = _crop(cube, box) if cube.shape[1:] == first.shape[1:] else cube
+        ax.imshow(np.clip(np.moveaxis(to_rgb(view, wavelengths), 0, -1) / hi, 0, 1), interpolation="nearest")
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_spectra(panels: Mapping[str, np.ndarray], wavelengths: Sequence[float], pixels: Sequence[tuple[int, int]]):
+    """Spectra of every cube in ``panels`` at each (row, col) of ``pixels``, one panel per pixel."""
+    plt = _pyplot()
+    if not pixels:
+        raise ValueError("plot_spectra needs at least one (row, col) pixel")
+    fig, axes = plt.subplots(1, len(pixels), figsize=(3.6 * len(pixels), 3.0), squeeze=False)
+    for ax, (r, c) in zip(axes[0], pixels):
+        for label, cube in panels.items():
+            cube = np.asarray(cube)
+            if not (0 <= r < cube.shape[1] and 0 <= c < cube.shape[2]):
+                raise ValueError(f"pixel ({r}, {c}) outside {label!r} of shape {cube.shape}")
+            ax.plot(wavelengths, cube[:, r, c], label=label, lw=1.4)
+        ax.set_title(f"pixel ({r}, {c})", fontsize=9)
+        ax.set_xlabel("wavelength (nm)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("reflectance")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def error_map(restored: np.ndarray, clean: np.ndarray) -> np.ndarray:
+    """Per-pixel mean absolute error over bands, ``(H, W)``."""
+    restored, clean = np.asarray(restored, np.float64), np.asarray(clean, np.float64)
+    if restored.shape != clean.shape:
+        raise ValueError(f"restored {restored.shape} and clean {clean.shape} differ in shape")
+    return np.abs(restored - clean).mean(axis=0)
+
+
+def plot_error_maps(panels: Mapping[str, np.ndarray], clean: np.ndarray, box: tuple[int, int, int] | None = None):
+    """Mean-absolute-error maps (:func:`error_map`) of each restored cube against ``clean``, on one
+    colour scale so the panels compare directly."""
+    plt = _pyplot()
+    maps = {label: _crop(error_map(cube, clean)[None], box)[0] for label, cube in panels.items()}
+    vmax = max(float(np.percentile(m, 99)) for m in maps.values()) or 1e-6
+    fig, axes = plt.subplots(1, len(maps), figsize=(2.8 * len(maps), 2.9), squeeze=False)
+    for ax, (label, m) in zip(axes[0], maps.items()):
+        im = ax.imshow(m, cmap="magma", vmin=0, vmax=vmax, interpolation="nearest")
+        ax.set_title(f"{label}\nMAE {m.mean():.4f}", fontsize=9)
+        ax.axis("off")
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="|error| (mean over bands)")
+    return fig

@@ -1,0 +1,97 @@
+"""Restoration tasks: which degradation makes the observation and how a restorer is called on it.
+
+A task ties a name used everywhere (notebook parameter ``task``, checkpoint config, CLI) to
+
+* the degradation operator of :mod:`hiralign.degrade` and its parameters (paper Sec. IV-D),
+* the backbone *family* that solves it: ``denoise`` (same size in and out), ``sr`` (low-resolution
+  cube in, ``scale`` times larger out) or ``general`` (same size, plus the observation mask as an
+  extra input: ``model(x, mask=m)``),
+* the extra inputs a restorer receives, taken from the degradation info.
+
+Every restorer is called as ``model(x, **task.extra_inputs(info))`` on an ``(N, B, h, w)`` batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hiralign import degrade as dg
+from hiralign.data import Cube
+
+FAMILIES = ("denoise", "sr", "general")
+
+
+@dataclass(frozen=True)
+class Task:
+    """A restoration task: ``degradation`` (a :mod:`hiralign.degrade` name) with ``params``, solved
+    by a backbone of ``family``; ``scale`` > 1 only for super-resolution."""
+
+    name: str
+    family: str
+    degradation: str
+    params: dict = field(default_factory=dict)
+    scale: int = 1
+    description: str = ""
+
+    def degrade(self, clean: np.ndarray, seed: int) -> dg.Degraded:
+        """The degraded observation of a clean ``(B, H, W)`` array (seeded, deterministic)."""
+        return dg.degrade(self.degradation, clean, seed=seed, **self.params)
+
+    def degrade_cube(self, clean: Cube, seed: int) -> Cube:
+        """A degraded :class:`Cube` (wavelengths kept, info in ``meta["degradation"]``)."""
+        return dg.apply(self.degradation, clean, seed=seed, **self.params)
+
+    def extra_inputs(self, info: dict | None, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+        """Keyword inputs besides the observation: for the ``general`` family the observation
+        ``mask`` (float32, ``shape`` = the observation's (B, h, w), 1 = observed; all ones when the
+        degradation hides nothing, as for blur). Empty for the other families."""
+        if self.family != "general":
+            return {}
+        mask = (info or {}).get("mask")
+        if mask is None:
+            return {"mask": np.ones(shape, dtype=np.float32)}
+        mask = np.asarray(mask, dtype=np.float32)
+        if mask.shape != tuple(shape):
+            raise ValueError(f"task {self.name!r}: mask shape {mask.shape} differs from observation shape {tuple(shape)}")
+        return {"mask": mask}
+
+    def input_shape(self, clean_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        """Shape of the observation for a clean cube of ``clean_shape`` (B, H, W)."""
+        b, h, w = clean_shape
+        return (b, h // self.scale, w // self.scale)
+
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in (
+        Task("denoise-gaussian", "denoise", "gaussian-noniid",
+             description="non-i.i.d. Gaussian noise, per-band sigma from {10,30,50,70}/255"),
+        Task("denoise-complex", "denoise", "complex",
+             description="non-i.i.d. Gaussian + stripe + deadline + impulse noise"),
+        Task("sr-x4", "sr", "sr-bicubic", {"scale": 4}, scale=4,
+             description="bicubic x4 downsampling; the restorer upsamples x4"),
+        Task("deblur", "general", "blur", {"radius": 15},
+             description="Gaussian blur, radius 15 (mask = all observed)"),
+        Task("bandmiss", "general", "bandmiss", {"ratio": 0.3},
+             description="30% of the bands missing (mask given)"),
+        Task("inpaint", "general", "inpaint", {"ratio": 0.9},
+             description="90% of the pixels missing in every band (mask given)"),
+    )
+}
+
+
+def get_task(task: str | Task) -> Task:
+    """The :class:`Task` called ``task`` (a Task passes through); unknown names list the known ones."""
+    if isinstance(task, Task):
+        return task
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
+    return TASKS[task]
+
+
+def task_names() -> list[str]:
+    """Names of every known task."""
+    return list(TASKS)
+

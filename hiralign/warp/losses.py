@@ -1,0 +1,141 @@
+"""The terms of the alignment objective Eq. 20 and the descriptor-distance prior Eq. 21.
+
+Images are ``(3, H, W)`` torch tensors on a common intensity scale (about [0, 1]). Each function
+returns a scalar tensor; :func:`alignment_objective` weights and sums the active ones.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+#: SSIM stabilisers for data range 1 (Wang et al. 2004).
+SSIM_C1 = 0.01**2
+SSIM_C2 = 0.03**2
+
+
+def rgb_l1(image: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+    """Mean absolute RGB difference (first term of Eq. 20)."""
+    return (image - guide).abs().mean()
+
+
+def patch_l1(image: torch.Tensor, guide: torch.Tensor, patch: int) -> torch.Tensor:
+    """L1 between unfolded p x p RGB patches (Eq. 20), all valid patch positions.
+
+    The mean over the unfolded patch matrices equals the mean of a p x p box average of
+    ``|image - guide|``; computing it with ``avg_pool2d`` avoids materialising p^2 copies.
+    """
+    patch = min(patch, image.shape[1], image.shape[2])
+    patch -= 1 - patch % 2  # keep it odd on images smaller than the patch
+    diff = (image - guide).abs()[None]
+    return F.avg_pool2d(diff, kernel_size=patch, stride=1).mean()
+
+
+def soft_histogram_weights(values: torch.Tensor, bins: int) -> torch.Tensor:
+    """Parzen-window (Gaussian, sigma = one bin width) bin memberships ``(..., n, bins)`` of values in [0, 1]."""
+    centres = torch.linspace(0.0, 1.0, bins, device=values.device)
+    sigma = 1.0 / (bins - 1) if bins > 1 else 1.0
+    weights = torch.exp(-0.5 * ((values[..., None] - centres) / sigma) ** 2)
+    return weights / weights.sum(dim=-1, keepdim=True)
+
+
+def mutual_information_loss(image: torch.Tensor, guide: torch.Tensor, bins: int, sample: torch.Tensor | None = None) -> torch.Tensor:
+    """Differentiable MI loss (Eq. 20): ``1 - 2 MI / (H_image + H_guide)`` per channel, averaged.
+
+    MI comes from Parzen soft joint histograms of the two images' values (clamped to [0, 1]) on
+    the pixels listed in ``sample`` (all pixels if None). 0 means each channel of ``image``
+    determines the guide's; 1 means independence.
+    """
+    a = image.reshape(3, -1)
+    b = guide.reshape(3, -1)
+    if sample is not None:
+        a, b = a[:, sample], b[:, sample]
+    wa = soft_histogram_weights(a.clamp(0.0, 1.0), bins)  # (3, n, bins)
+    wb = soft_histogram_weights(b.clamp(0.0, 1.0), bins)
+    joint = torch.bmm(wa.transpose(1, 2), wb) / a.shape[1]  # (3, bins, bins)
+    pa, pb = joint.sum(dim=2), joint.sum(dim=1)
+    tiny = 1e-10
+    mi = (joint * (torch.log(joint + tiny) - torch.log(pa[:, :, None] * pb[:, None, :] + tiny))).sum(dim=(1, 2))
+    ha = -(pa * torch.log(pa + tiny)).sum(dim=1)
+    hb = -(pb * torch.log(pb + tiny)).sum(dim=1)
+    return (1.0 - 2.0 * mi / (ha + hb + tiny)).mean()
+
+
+def gaussian_kernel_1d(size: int, sigma: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Normalised 1-D Gaussian of ``size`` taps."""
+    x = torch.arange(size, device=device, dtype=torch.float32) - (size - 1) / 2
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+def gaussian_blur_valid(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian filtering of ``(1, C, H, W)``, valid region only."""
+    channels = x.shape[1]
+    size = kernel.numel()
+    x = F.conv2d(x, kernel.view(1, 1, 1, size).expand(channels, 1, 1, size), groups=channels)
+    return F.conv2d(x, kernel.view(1, 1, size, 1).expand(channels, 1, size, 1), groups=channels)
+
+
+def ssim_loss(image: torch.Tensor, guide: torch.Tensor, window: int, sigma: float) -> torch.Tensor:
+    """``1 - SSIM`` with a Gaussian window (Eq. 20), mean over channels and valid positions."""
+    size = min(window, image.shape[1], image.shape[2])
+    size -= 1 - size % 2  # keep it odd
+    kernel = gaussian_kernel_1d(size, sigma, image.device)
+    x, y = image[None], guide[None]
+    stats = gaussian_blur_valid(torch.cat([x, y, x * x, y * y, x * y], dim=1), kernel)
+    mx, my, xx, yy, xy = stats.split(3, dim=1)
+    vx, vy, cxy = xx - mx * mx, yy - my * my, xy - mx * my
+    ssim_map = ((2 * mx * my + SSIM_C1) * (2 * cxy + SSIM_C2)) / ((mx * mx + my * my + SSIM_C1) * (vx + vy + SSIM_C2))
+    return 1.0 - ssim_map.mean()
+
+
+def image_gradients(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward differences along x and y of a ``(C, H, W)`` image."""
+    return image[:, :, 1:] - image[:, :, :-1], image[:, 1:, :] - image[:, :-1, :]
+
+
+def gradient_l1(image: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+    """L1 between the images' x and y gradients (Eq. 20); differences are linear, so it is the TV of the residual."""
+    return gradient_magnitude_l1(image - guide)
+
+
+def coordinate_tv(expected: torch.Tensor) -> torch.Tensor:
+    """Anisotropic TV of the normalised coordinate field (Eq. 18, 20): y / (H-1), x / (W-1)."""
+    _, height, width = expected.shape
+    scale = expected.new_tensor([1.0 / max(height - 1, 1), 1.0 / max(width - 1, 1)]).view(2, 1, 1)
+    return gradient_magnitude_l1(expected * scale)
+
+
+def gradient_magnitude_l1(field: torch.Tensor) -> torch.Tensor:
+    """``mean |d/dx field| + mean |d/dy field|`` (zero along a dimension of size 1)."""
+    fx, fy = image_gradients(field)
+    total = field.new_zeros(())
+    if fx.numel():
+        total = total + fx.abs().mean()
+    if fy.numel():
+        total = total + fy.abs().mean()
+    return total
+
+
+def descriptor_prior(alpha: torch.Tensor, normalised_distance: torch.Tensor) -> torch.Tensor:
+    """Eq. 21: ``(1/N) sum_p sum_k alpha_k(p) * normalised d_k(p)``."""
+    return (alpha * normalised_distance).sum(dim=1).mean()
+
+
+#: Eq. 20 term names, their weight fields in :class:`~hiralign.warp.params.WarpParams`.
+TERM_WEIGHTS = {
+    "rgb": "lambda_rgb",
+    "patch": "lambda_patch",
+    "mi": "lambda_mi",
+    "ssim": "lambda_ssim",
+    "grad": "lambda_grad",
+    "tv": "lambda_tv",
+    "prior": "lambda_prior",
+}
+
+
+def active_terms(params) -> dict[str, float]:
+    """Eq. 20 terms with a non-zero weight (a zero weight switches a term off for ablation)."""
+    weights = {term: float(getattr(params, name)) for term, name in TERM_WEIGHTS.items()}
+    return {term: w for term, w in weights.items() if w > 0 and math.isfinite(w)}

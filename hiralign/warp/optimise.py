@@ -1,0 +1,106 @@
+"""RGB-guided estimation of the transport weights (Eq. 19-21): joint Adam over both logit sets.
+
+Aggregation logits (N, K) start at ``-init_sharpness * normalised distance`` (closer candidates get
+larger logits); interpolation logits (N, s^2) start peaked at the centre offset. Zero iterations
+therefore return retrieval plus these initial weights. The mutual-information term is evaluated on
+``mi_samples`` pixels drawn afresh each iteration from a seeded generator.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from hiralign.warp import losses, transport
+from hiralign.warp.params import WarpParams
+from hiralign.warp.retrieval import Candidates
+
+
+@dataclass
+class TransportWeights:
+    """Optimised weights of Eq. 22 and the per-iteration loss history."""
+
+    alpha: torch.Tensor  # (N, K) aggregation weights, rows sum to 1
+    beta: torch.Tensor  # (N, s^2) interpolation weights, rows sum to 1
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+class AlignmentObjective:
+    """Eq. 20 for one (proxy RGB, guide RGB, candidates) triple; call with both logit sets."""
+
+    def __init__(self, proxy_rgb: torch.Tensor, guide_rgb: torch.Tensor, candidates: Candidates, params: WarpParams):
+        _, self.height, self.width = guide_rgb.shape
+        self.params = params
+        self.guide = guide_rgb
+        self.candidate_rgb = transport.gather_candidates(proxy_rgb, candidates.indices)  # (3, N, K)
+        self.coords = transport.candidate_coordinates(candidates.indices, self.width)  # (2, N, K)
+        self.distance = transport.normalised_distances(candidates.distances, params.eps)  # Eq. 21
+        self.terms = losses.active_terms(params)
+        self.generator = torch.Generator(device=guide_rgb.device).manual_seed(params.seed)
+
+    def render(self, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        """Eq. 15 then Eq. 17: the RGB image used for guide alignment."""
+        pre = transport.aggregate(self.candidate_rgb, alpha, self.height, self.width)
+        return transport.interpolate(pre, beta, self.params.stencil)
+
+    def mi_sample(self) -> torch.Tensor | None:
+        n = self.height * self.width
+        if self.params.mi_samples == 0 or self.params.mi_samples >= n:
+            return None
+        return torch.randint(n, (self.params.mi_samples,), generator=self.generator, device=self.guide.device)
+
+    def __call__(self, agg_logits: torch.Tensor, interp_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """Total loss, the unweighted active terms and the rendered image."""
+        p = self.params
+        alpha = transport.aggregation_weights(agg_logits, p.tau)  # Eq. 14
+        beta = transport.interpolation_weights(interp_logits)  # Eq. 16
+        image = self.render(alpha, beta)
+        values: dict[str, torch.Tensor] = {}
+        if "rgb" in self.terms:
+            values["rgb"] = losses.rgb_l1(image, self.guide)
+        if "patch" in self.terms:
+            values["patch"] = losses.patch_l1(image, self.guide, p.loss_patch)
+        if "mi" in self.terms:
+            values["mi"] = losses.mutual_information_loss(image, self.guide, p.mi_bins, self.mi_sample())
+        if "ssim" in self.terms:
+            values["ssim"] = losses.ssim_loss(image, self.guide, p.ssim_window, p.ssim_sigma)
+        if "grad" in self.terms:
+            values["grad"] = losses.gradient_l1(image, self.guide)
+        if "tv" in self.terms:
+            values["tv"] = losses.coordinate_tv(transport.expected_coordinates(self.coords, alpha, self.height, self.width))
+        if "prior" in self.terms:
+            values["prior"] = losses.descriptor_prior(alpha, self.distance)  # Eq. 21
+        total = sum((self.terms[name] * value for name, value in values.items()), image.new_zeros(()))
+        return total, values, image
+
+
+def _record(history: dict[str, list[float]], total: torch.Tensor, values: dict[str, torch.Tensor]) -> None:
+    history.setdefault("total", []).append(float(total.detach()))
+    for name, value in values.items():
+        history.setdefault(name, []).append(float(value.detach()))
+
+
+def optimise_transport(proxy_rgb: torch.Tensor, guide_rgb: torch.Tensor, candidates: Candidates, params: WarpParams) -> TransportWeights:
+    """Eq. 19: Adam on aggregation and interpolation logits for ``params.iters`` steps.
+
+    ``history[name]`` has ``iters + 1`` entries: the loss before every step and at the returned
+    weights, for ``total`` and each active (unweighted) term.
+    """
+    n = guide_rgb.shape[1] * guide_rgb.shape[2]
+    objective = AlignmentObjective(proxy_rgb, guide_rgb, candidates, params)
+    agg_logits = transport.initial_aggregation_logits(candidates.distances, params.init_sharpness, params.eps).requires_grad_(True)
+    interp_logits = transport.initial_interpolation_logits(n, params.stencil, params.init_centre_logit, guide_rgb.device).requires_grad_(True)
+    optimiser = torch.optim.Adam([agg_logits, interp_logits], lr=params.lr)
+    history: dict[str, list[float]] = {}
+    for _ in range(params.iters):
+        optimiser.zero_grad(set_to_none=True)
+        total, values, _ = objective(agg_logits, interp_logits)
+        total.backward()
+        optimiser.step()
+        _record(history, total, values)
+    with torch.no_grad():
+        total, values, _ = objective(agg_logits, interp_logits)
+        _record(history, total, values)
+        alpha = transport.aggregation_weights(agg_logits, params.tau)  # Eq. 22
+        beta = transport.interpolation_weights(interp_logits)
+    return TransportWeights(alpha=alpha, beta=beta, history=history)
