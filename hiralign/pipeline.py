@@ -87,12 +87,17 @@ def stage_parameters(config: RunConfig, stage: str, declared: dict[str, Any], sh
 
 
 def fingerprint(stage: str, params: dict[str, Any], notebook: Path, upstream: str) -> str:
-    """Hash of a stage's parameters, its notebook's source cells and the upstream fingerprint."""
+    """Hash of a stage's parameters (bar ``run_dir``), its notebook's code and the upstream fingerprint.
+
+    ``run_dir`` is left out so that two runs with the same parameters share fingerprints, which lets
+    a stage cache serve one run's artifact to another.
+    """
     import nbformat
 
     nb = nbformat.read(notebook, as_version=4)
     source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    blob = json.dumps({"stage": stage, "params": params, "source": source, "upstream": upstream}, sort_keys=True)
+    own = {k: v for k, v in params.items() if k != "run_dir"}
+    blob = json.dumps({"stage": stage, "params": own, "source": source, "upstream": upstream}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -112,6 +117,44 @@ def _write_state(run_dir: Path, state: dict[str, str]) -> None:
 
 def artifact_exists(run_dir: Path, stage: str) -> bool:
     return any(run_dir.glob(STAGES[stage]))
+
+
+def _stage_files(run_dir: Path, stage: str) -> list[Path]:
+    """The artifact files of a stage plus its executed notebook."""
+    files = sorted(run_dir.glob(STAGES[stage]))
+    notebook = run_dir / "notebooks" / f"{stage}.ipynb"
+    return files + ([notebook] if notebook.exists() else [])
+
+
+def cache_store(cache_dir: Path, stage: str, fp: str, run_dir: Path) -> None:
+    """Copy a finished stage's files into ``cache_dir/<stage>-<fp>/`` (atomic folder rename)."""
+    import shutil
+    import tempfile
+
+    target = cache_dir / f"{stage}-{fp}"
+    if target.exists():
+        return
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{stage}-", dir=cache_dir))
+    for f in _stage_files(run_dir, stage):
+        shutil.copy2(f, tmp / f.name)
+    try:
+        tmp.rename(target)
+    except OSError:  # another run stored the same stage meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cache_fetch(cache_dir: Path, stage: str, fp: str, run_dir: Path) -> bool:
+    """Copy a cached stage's files into ``run_dir``; False when the cache has no such entry."""
+    import shutil
+
+    source = cache_dir / f"{stage}-{fp}"
+    if not source.is_dir():
+        return False
+    for f in source.iterdir():
+        dest = run_dir / "notebooks" / f.name if f.suffix == ".ipynb" else run_dir / f.name
+        shutil.copy2(f, dest)
+    return artifact_exists(run_dir, stage)
 
 
 def execute_stage(notebook: Path, output: Path, params: dict[str, Any], cwd: Path) -> None:
@@ -136,8 +179,14 @@ def run_pipeline(
     force: bool = False,
     until: str | None = None,
     log: Callable[[str], None] = print,
+    cache_dir: Path | str | None = None,
 ) -> Path:
-    """Execute stages 00..05 (or up to ``until``) into ``config.run_dir``; return the run folder."""
+    """Execute stages 00..05 (or up to ``until``) into ``config.run_dir``; return the run folder.
+
+    With ``cache_dir``, finished stages are also stored there by fingerprint and a stage already
+    computed by another run with identical upstream parameters is copied instead of recomputed
+    (used by the table grids, whose runs share their first stages).
+    """
     notebooks_dir = Path(notebooks_dir).resolve()
     run_dir = config.run_dir.resolve()
     out_dir = run_dir / "notebooks"
@@ -161,6 +210,11 @@ def run_pipeline(
         if not force and state.get(stage) == fp and artifact_exists(run_dir, stage):
             log(f"{tag}: up to date, skipped")
             continue
+        if cache_dir is not None and not force and cache_fetch(Path(cache_dir), stage, fp, run_dir):
+            state[stage] = fp
+            _write_state(run_dir, state)
+            log(f"{tag}: copied from the stage cache")
+            continue
         log(f"{tag}: running {notebook.name} ...")
         start = time.perf_counter()
         state.pop(stage, None)
@@ -170,5 +224,7 @@ def run_pipeline(
             raise PipelineError(f"stage {stage} finished but wrote no {STAGES[stage]} in {run_dir}")
         state[stage] = fp
         _write_state(run_dir, state)
+        if cache_dir is not None:
+            cache_store(Path(cache_dir), stage, fp, run_dir)
         log(f"{tag}: done in {time.perf_counter() - start:.1f} s")
     return run_dir

@@ -64,3 +64,13 @@ def test_notebook_00_runs_headless(tmp_path):
     art = RunStore(run).read("00_data")
     assert art["target_observed"]["cubes"].shape == (2, 31, 32, 32)
     assert art.attrs["synthetic"] and (run / "00_domain_shift.png").exists()
+
+
+def test_explorer_figure_marks_pixel_and_spectrum():
+    from hiralign.data.explore import plot_band_and_spectrum
+
+    cube = data_stage.build_splits(**TINY).target_observed[0]
+    fig = plot_band_and_spectrum(cube, band=15, row=3, col=4)
+    line = fig.axes[1].lines[0]
+    np.testing.assert_allclose(line.get_ydata(), cube.data[:, 3, 4])
+    np.testing.assert_allclose(line.get_xdata(), cube.wavelengths)

@@ -90,3 +90,18 @@ def test_unknown_parameter_or_stage_is_a_clear_error(setup, tmp_path):
     bad.write_text(yaml.safe_dump({"stages": {"07_nope": {}}}))
     with pytest.raises(PipelineError, match="unknown stage"):
         load_config(bad)
+
+
+def test_stage_cache_serves_identical_upstream_stages_to_another_run(setup, tmp_path):
+    nbdir, cfg, run_dir = setup
+    cache = tmp_path / "cache"
+    run_pipeline(load_config(cfg), nbdir, log=lambda m: None, cache_dir=cache)
+    other = tmp_path / "p2.yaml"
+    other.write_text(yaml.safe_dump({"name": "t2", "run_dir": str(tmp_path / "run2"), "stages": {"03_warp": {"value": 5}}}))
+    messages: list[str] = []
+    run_pipeline(load_config(other), nbdir, log=messages.append, cache_dir=cache)
+    run2 = tmp_path / "run2"
+    assert ran(run2) == ["03_warp", "04_finetune", "05_evaluate"]  # 00..02 came from the cache
+    assert sum("stage cache" in m for m in messages) == 3
+    assert (run2 / "02_guides.h5").exists() and (run2 / "notebooks" / "01_proxy.ipynb").exists()
+    assert (run2 / "03_warp.h5").read_text() == "5"

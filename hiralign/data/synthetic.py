@@ -15,12 +15,12 @@ rescaled so its maximum lies in [0.9, 1.0], where
 * the illuminant is a real CIE / ISO spectral power distribution.
 
 The domains differ by construction. SOURCE: man-made colour targets (ColorChecker, RAWtoACES 190,
-CIE 2017, NIST CQS) on man-made layouts under daylight (D50..D75). TARGET: earthlib soil,
+CIE 2017, NIST CQS) on man-made layouts under daylight (D55, D65, D75). TARGET: earthlib soil,
 vegetation, litter, char and urban spectra plus the ColorChecker as overlap, on natural and
-microscopy layouts under incandescent (A), fluorescent (FL2) and white-LED (LED-B1, LED-B3) light. Inside each domain the splits
-use disjoint images (source train / test, target observed / unobserved as in the paper's
-observed-vs-unobserved study). Everything is labelled synthetic: cube names start with
-``"synthetic-"`` and ``meta["synthetic"]`` is True.
+microscopy layouts under warm indoor light: incandescent (A), warm fluorescent (FL3.4) and warm
+white LEDs (LED-B1, LED-B2). Inside each domain the splits use disjoint images (source train /
+test, target observed / unobserved as in the paper's observed-vs-unobserved study). Everything is
+labelled synthetic: cube names start with ``"synthetic-"`` and ``meta["synthetic"]`` is True.
 """
 from __future__ import annotations
 

@@ -20,16 +20,22 @@ def rgb_l1(image: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
     return (image - guide).abs().mean()
 
 
-def patch_l1(image: torch.Tensor, guide: torch.Tensor, patch: int) -> torch.Tensor:
-    """L1 between unfolded p x p RGB patches (Eq. 20), all valid patch positions.
+def patch_coverage(height: int, width: int, patch: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Weights ``(H, W)`` summing to 1: how often each pixel appears among all valid p x p patches.
 
-    The mean over the unfolded patch matrices equals the mean of a p x p box average of
-    ``|image - guide|``; computing it with ``avg_pool2d`` avoids materialising p^2 copies.
+    The mean over the unfolded patch matrices of ``|image - guide|`` (Eq. 20) equals
+    ``sum_p coverage(p) * |image - guide|(p)`` with these weights, without materialising p^2 copies.
     """
-    patch = min(patch, image.shape[1], image.shape[2])
+    patch = min(patch, height, width)
     patch -= 1 - patch % 2  # keep it odd on images smaller than the patch
-    diff = (image - guide).abs()[None]
-    return F.avg_pool2d(diff, kernel_size=patch, stride=1).mean()
+    ones = torch.ones((1, 1, height - patch + 1, width - patch + 1), device=device)
+    counts = F.conv_transpose2d(ones, torch.ones((1, 1, patch, patch), device=device))[0, 0]
+    return counts / counts.sum()
+
+
+def patch_l1(image: torch.Tensor, guide: torch.Tensor, coverage: torch.Tensor) -> torch.Tensor:
+    """L1 between unfolded p x p RGB patches (Eq. 20), via the patch ``coverage`` weights."""
+    return ((image - guide).abs().sum(dim=0) * coverage).sum() / image.shape[0]
 
 
 def soft_histogram_weights(values: torch.Tensor, bins: int) -> torch.Tensor:
@@ -120,7 +126,7 @@ def gradient_magnitude_l1(field: torch.Tensor) -> torch.Tensor:
 
 def descriptor_prior(alpha: torch.Tensor, normalised_distance: torch.Tensor) -> torch.Tensor:
     """Eq. 21: ``(1/N) sum_p sum_k alpha_k(p) * normalised d_k(p)``."""
-    return (alpha * normalised_distance).sum(dim=1).mean()
+    return (alpha * normalised_distance).sum() / alpha.shape[0]
 
 
 #: Eq. 20 term names, their weight fields in :class:`~hiralign.warp.params.WarpParams`.

@@ -32,16 +32,15 @@ class AlignmentObjective:
         _, self.height, self.width = guide_rgb.shape
         self.params = params
         self.guide = guide_rgb
-        self.candidate_rgb = transport.gather_candidates(proxy_rgb, candidates.indices)  # (3, N, K)
-        self.coords = transport.candidate_coordinates(candidates.indices, self.width)  # (2, N, K)
-        self.distance = transport.normalised_distances(candidates.distances, params.eps)  # Eq. 21
         self.terms = losses.active_terms(params)
+        # Candidate RGB (Eq. 15) and, when the TV term is on, candidate coordinates (Eq. 18): one gather, one aggregation.
+        values = [transport.gather_candidates(proxy_rgb, candidates.indices)]
+        if "tv" in self.terms:
+            values.append(transport.candidate_coordinates(candidates.indices, self.width))
+        self.candidate_values = torch.cat(values)  # (3 or 5, N, K)
+        self.distance = transport.normalised_distances(candidates.distances, params.eps)  # Eq. 21
+        self.coverage = losses.patch_coverage(self.height, self.width, params.loss_patch, guide_rgb.device)
         self.generator = torch.Generator(device=guide_rgb.device).manual_seed(params.seed)
-
-    def render(self, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-        """Eq. 15 then Eq. 17: the RGB image used for guide alignment."""
-        pre = transport.aggregate(self.candidate_rgb, alpha, self.height, self.width)
-        return transport.interpolate(pre, beta, self.params.stencil)
 
     def mi_sample(self) -> torch.Tensor | None:
         n = self.height * self.width
@@ -49,17 +48,18 @@ class AlignmentObjective:
             return None
         return torch.randint(n, (self.params.mi_samples,), generator=self.generator, device=self.guide.device)
 
-    def __call__(self, agg_logits: torch.Tensor, interp_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        """Total loss, the unweighted active terms and the rendered image."""
+    def __call__(self, agg_logits: torch.Tensor, interp_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total Eq. 20 loss and the unweighted active terms."""
         p = self.params
         alpha = transport.aggregation_weights(agg_logits, p.tau)  # Eq. 14
         beta = transport.interpolation_weights(interp_logits)  # Eq. 16
-        image = self.render(alpha, beta)
+        pre = transport.aggregate(self.candidate_values, alpha, self.height, self.width)  # Eq. 15 (+ Eq. 18)
+        image = transport.interpolate(pre[:3], beta, p.stencil)  # Eq. 17
         values: dict[str, torch.Tensor] = {}
         if "rgb" in self.terms:
             values["rgb"] = losses.rgb_l1(image, self.guide)
         if "patch" in self.terms:
-            values["patch"] = losses.patch_l1(image, self.guide, p.loss_patch)
+            values["patch"] = losses.patch_l1(image, self.guide, self.coverage)
         if "mi" in self.terms:
             values["mi"] = losses.mutual_information_loss(image, self.guide, p.mi_bins, self.mi_sample())
         if "ssim" in self.terms:
@@ -67,11 +67,11 @@ class AlignmentObjective:
         if "grad" in self.terms:
             values["grad"] = losses.gradient_l1(image, self.guide)
         if "tv" in self.terms:
-            values["tv"] = losses.coordinate_tv(transport.expected_coordinates(self.coords, alpha, self.height, self.width))
+            values["tv"] = losses.coordinate_tv(pre[3:])  # Eq. 18 field, normalised inside
         if "prior" in self.terms:
             values["prior"] = losses.descriptor_prior(alpha, self.distance)  # Eq. 21
         total = sum((self.terms[name] * value for name, value in values.items()), image.new_zeros(()))
-        return total, values, image
+        return total, values
 
 
 def _record(history: dict[str, list[float]], total: torch.Tensor, values: dict[str, torch.Tensor]) -> None:
@@ -94,12 +94,12 @@ def optimise_transport(proxy_rgb: torch.Tensor, guide_rgb: torch.Tensor, candida
     history: dict[str, list[float]] = {}
     for _ in range(params.iters):
         optimiser.zero_grad(set_to_none=True)
-        total, values, _ = objective(agg_logits, interp_logits)
+        total, values = objective(agg_logits, interp_logits)
         total.backward()
         optimiser.step()
         _record(history, total, values)
     with torch.no_grad():
-        total, values, _ = objective(agg_logits, interp_logits)
+        total, values = objective(agg_logits, interp_logits)
         _record(history, total, values)
         alpha = transport.aggregation_weights(agg_logits, params.tau)  # Eq. 22
         beta = transport.interpolation_weights(interp_logits)

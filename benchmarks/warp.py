@@ -1,0 +1,173 @@
+"""Benchmark of the warp-based hyperspectral generation (stage 2b) on a CAVE-like 31-band scene.
+
+For every image size and retrieval index, one fresh subprocess runs ``spectral_warp`` end to end and
+reports the seconds spent in descriptors, retrieval, optimisation and transfer, the peak resident
+memory of that process (``getrusage`` maxrss), recall@k of the index against exact search on a
+sampled query subset, and the quality of the result. The scene is the real CAVE balloons scene:
+centre-cropped for sizes below 256, as is at 256, bilinearly upsampled (2x for 512) above. The guide
+is ``demo_guide`` of its proxy RGB (flip + circular shift + colour jitter).
+
+    python benchmarks/warp.py --sizes 128 256 512 --indexes flat ivf --device cpu --out results/
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+COLUMNS = [
+    ("size", "size"), ("index", "index"), ("descriptors", "descriptors s"), ("retrieval", "retrieval s"),
+    ("optimisation", "optimisation s"), ("transfer", "transfer s"), ("total", "total s"),
+    ("seconds_per_iteration", "s / iter"), ("peak_rss_mb", "peak RSS MB"), ("recall", "recall@16"),
+    ("recall_ties", "recall@16 (ties)"), ("rgb_psnr", "RGB PSNR vs guide"), ("hsi_psnr", "HSI PSNR vs moved proxy"),
+    ("nnz_per_row", "nnz / row"),
+]
+
+
+def machine_description() -> dict:
+    """CPU model, core count, load and library versions of the machine running the benchmark."""
+    import faiss
+    import numpy
+    import scipy
+    import torch
+
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu_model": model,
+        "cpu_cores": os.cpu_count(),
+        "cpu_flags": torch.backends.cpu.get_cpu_capability(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "faiss": faiss.__version__,
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "cuda_gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "load_average": os.getloadavg(),
+    }
+
+
+def run_one(size: int, index: str, device: str, iters: int, threads: int, recall_queries: int, seed: int) -> dict:
+    """One configuration in this process (called in a fresh subprocess, so maxrss is its own)."""
+    import numpy as np
+
+    from hiralign.spectral import to_rgb
+    from hiralign.warp import demo_guide, spectral_warp
+    from hiralign.warp.demo import cave_demo_cube
+
+    cube = cave_demo_cube(size)
+    proxy_rgb = to_rgb(cube)
+    guide = demo_guide(proxy_rgb, seed=seed, flip=True, max_shift=8, jitter=0.1)
+    result = spectral_warp(
+        cube, proxy_rgb, guide, index=index, device=device, iters=iters, threads=threads,
+        recall_queries=recall_queries if index != "flat" else 0, seed=seed,
+    )
+    # Reference for the spectra: the proxy HSI under the guide's geometric part (flip + shift, no colour jitter).
+    shift = np.random.default_rng(seed).integers(-8, 9, size=2)
+    moved = np.roll(cube.data[:, :, ::-1], shift=tuple(int(s) for s in shift), axis=(1, 2))
+
+    def psnr(a: np.ndarray, b: np.ndarray) -> float:
+        return float(10 * np.log10(1.0 / np.mean((a.astype(np.float64) - b) ** 2)))
+
+    row = {"size": size, "index": result.diagnostics["index"], "requested_index": index, "bands": cube.bands, "iters": iters}
+    row.update({k: round(v, 3) for k, v in result.timings.items()})
+    row["recall"] = result.diagnostics.get("recall", 1.0 if result.diagnostics["index"] == "flat" else None)
+    row["recall_ties"] = result.diagnostics.get("recall_ties", row["recall"])
+    row["recall_check_s"] = result.diagnostics.get("recall_check_s")
+    row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    row["rgb_psnr"] = round(psnr(result.rgb / max(float(guide.max()), 1e-12), guide / max(float(guide.max()), 1e-12)), 2)
+    row["hsi_psnr"] = round(psnr(result.hsi, moved), 2)
+    row["nnz_per_row"] = round(result.operator.nnz / (size * size), 1)
+    row["scene"] = "CAVE balloons (real), " + ("centre crop" if size < 256 else "as is" if size == 256 else f"bilinear upsample to {size}")
+    return row
+
+
+def markdown_table(rows: list[dict]) -> str:
+    def fmt(v) -> str:
+        if v is None:
+            return "-"
+        return f"{v:.3f}" if isinstance(v, float) and abs(v) < 1 else (f"{v:.1f}" if isinstance(v, float) else str(v))
+
+    head = "| " + " | ".join(title for _, title in COLUMNS) + " |"
+    rule = "|" + "|".join("---" for _ in COLUMNS) + "|"
+    body = ["| " + " | ".join(fmt(r.get(key)) for key, _ in COLUMNS) + " |" for r in rows]
+    return "\n".join([head, rule, *body])
+
+
+def machine_markdown(machine: dict) -> str:
+    return (
+        f"Machine: {machine['cpu_model']}, {machine['cpu_cores']} cores ({machine['cpu_flags']}), "
+        f"{machine['platform']}; Python {machine['python']}, torch {machine['torch']}, faiss {machine['faiss']}, "
+        f"numpy {machine['numpy']}, scipy {machine['scipy']}; GPU: {machine['cuda_gpu'] or 'none'}. "
+        f"Load average at start {tuple(round(x, 2) for x in machine['load_average'])} (shared machine)."
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512], help="square image sizes (pixels)")
+    parser.add_argument("--indexes", nargs="+", default=["flat", "ivf"], choices=["flat", "ivf", "hnsw", "auto"], help="retrieval indexes")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
+    parser.add_argument("--iters", type=int, default=200, help="Adam iterations (paper: 200)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch / faiss CPU threads")
+    parser.add_argument("--recall-queries", type=int, default=2000, help="queries sampled for recall@16 vs exact")
+    parser.add_argument("--exact-max-size", type=int, default=256, help="skip the exact 'flat' index above this size (noted in the table)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="results/", help="folder for warp_bench.json and warp_bench.md")
+    parser.add_argument("--worker", nargs=2, metavar=("SIZE", "INDEX"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        row = run_one(int(args.worker[0]), args.worker[1], args.device, args.iters, args.threads, args.recall_queries, args.seed)
+        print("RESULT " + json.dumps(row))
+        return 0
+
+    machine = machine_description()
+    rows, notes = [], []
+    for size in args.sizes:
+        for index in args.indexes:
+            if index == "flat" and size > args.exact_max_size:
+                notes.append(f"exact 'flat' index skipped at {size}x{size} (--exact-max-size {args.exact_max_size}): brute-force kNN of {size * size} x {size * size} descriptors")
+                continue
+            cmd = [sys.executable, __file__, "--worker", str(size), index, "--device", args.device, "--iters", str(args.iters),
+                   "--threads", str(args.threads), "--recall-queries", str(args.recall_queries), "--seed", str(args.seed)]
+            start = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode or not lines:
+                print(proc.stderr[-2000:], file=sys.stderr)
+                notes.append(f"{size}x{size} {index}: failed (exit {proc.returncode})")
+                continue
+            row = json.loads(lines[-1][len("RESULT "):])
+            row["wall_s"] = round(time.perf_counter() - start, 1)
+            rows.append(row)
+            print(f"{size}x{size} {index}: total {row['total']:.1f} s (recall {row['recall']})", flush=True)
+    machine["load_average_end"] = os.getloadavg()
+    table = markdown_table(rows)
+    text = "\n\n".join([f"## Warp benchmark ({datetime.now(timezone.utc).date()}, {args.iters} iterations, device {args.device}, {args.threads} threads)", table, *[f"- {n}" for n in notes], machine_markdown(machine)])
+    print(text)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "args": {k: v for k, v in vars(args).items() if k != "worker"},
+              "machine": machine, "rows": rows, "notes": notes}
+    (out / "warp_bench.json").write_text(json.dumps(report, indent=2))
+    (out / "warp_bench.md").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
