@@ -173,10 +173,14 @@ def _write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
-def tables_markdown(tables: Sequence[Table], prov: Mapping[str, Any] | None = None, heading: str = "") -> str:
-    """All tables as one markdown document, provenance as a list at the end."""
+def tables_markdown(tables: Sequence[Table], prov: Mapping[str, Any] | None = None, heading: str = "",
+                    elsewhere: Mapping[str, str] | None = None) -> str:
+    """All tables as one markdown document, provenance as a list at the end; ``elsewhere`` maps
+    the names of tables left out to where they are (e.g. their CSV file)."""
     parts = [f"## {heading}\n"] if heading else []
     parts += [t.to_markdown() for t in tables]
+    if elsewhere:
+        parts.append("\n".join(f"- {name}: see `{where}`" for name, where in elsewhere.items()) + "\n")
     if prov:
         parts.append("<details><summary>provenance</summary>\n\n" + "\n".join(f"- {line}" for line in _provenance_lines(prov))
                      + "\n\n</details>\n")
@@ -184,9 +188,12 @@ def tables_markdown(tables: Sequence[Table], prov: Mapping[str, Any] | None = No
 
 
 def write_tables(directory: Path | str, stem: str, tables: Sequence[Table], prov: Mapping[str, Any],
-                 heading: str = "") -> dict[str, Path]:
+                 heading: str = "", markdown: Sequence[str] | None = None) -> dict[str, Path]:
     """Write ``<stem>.json``, ``<stem>.md``, ``<stem>.csv`` (first table) and ``<stem>_<name>.csv``
-    (the others) into ``directory``; return the paths by kind (``json``, ``md``, ``csv``, ``csv:<name>``)."""
+    (the others) into ``directory``; return the paths by kind (``json``, ``md``, ``csv``, ``csv:<name>``).
+
+    ``markdown`` names the tables shown in full in ``<stem>.md`` (default: all); the others are
+    listed there with their CSV file. JSON and CSV always hold every table."""
     if not tables:
         raise ValueError("write_tables needs at least one table")
     names = [t.name for t in tables]
@@ -199,13 +206,16 @@ def write_tables(directory: Path | str, stem: str, tables: Sequence[Table], prov
     payload = {"provenance": prov, "tables": {t.name: t.to_json() for t in tables}}
     paths["json"] = directory / f"{stem}.json"
     _write_text_atomic(paths["json"], json.dumps(payload, indent=1, allow_nan=True) + "\n")
-    paths["md"] = directory / f"{stem}.md"
-    _write_text_atomic(paths["md"], tables_markdown(tables, prov, heading))
     header = _provenance_lines(prov)
     for i, table in enumerate(tables):
         key, path = ("csv", directory / f"{stem}.csv") if i == 0 else (f"csv:{table.name}", directory / f"{stem}_{table.name}.csv")
         _write_text_atomic(path, table.to_csv([f"table: {table.name}", *header]))
         paths[key] = path
+    shown = [t for t in tables if markdown is None or t.name in markdown]
+    elsewhere = {t.name: paths["csv" if i == 0 else f"csv:{t.name}"].name
+                 for i, t in enumerate(tables) if markdown is not None and t.name not in markdown}
+    paths["md"] = directory / f"{stem}.md"
+    _write_text_atomic(paths["md"], tables_markdown(shown, prov, heading, elsewhere))
     return paths
 
 
@@ -309,6 +319,30 @@ def show_crops(panels: Mapping[str, np.ndarray], wavelengths: Sequence[float], b
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def parse_pixels(text: str, height: int, width: int, n: int = 3, seed: int = 0) -> list[tuple[int, int]]:
+    """``"r,c; r,c"`` -> ``[(r, c), ...]`` (checked against the image size); ``""`` -> ``n`` random
+    pixels drawn with ``seed``."""
+    if not text.strip():
+        rng = np.random.default_rng(seed)
+        return [(int(rng.integers(height)), int(rng.integers(width))) for _ in range(n)]
+    pixels = []
+    for item in text.split(";"):
+        try:
+            r, c = (int(v) for v in item.split(","))
+        except ValueError:
+            raise ValueError(f"pixels must look like 'row,col; row,col'; got {text!r}") from None
+        if not (0 <= r < height and 0 <= c < width):
+            raise ValueError(f"pixel ({r}, {c}) outside the {height}x{width} image")
+        pixels.append((r, c))
+    return pixels
+
+
+def centre_box(height: int, width: int, size: int) -> tuple[int, int, int]:
+    """A ``size`` crop box (top, left, size) at the image centre (the whole image if it is smaller)."""
+    size = min(size, height, width) if size > 0 else min(height, width)
+    return (height - size) // 2, (width - size) // 2, size
 
 
 def plot_spectra(panels: Mapping[str, np.ndarray], wavelengths: Sequence[float], pixels: Sequence[tuple[int, int]]):

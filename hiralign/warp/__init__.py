@@ -5,7 +5,7 @@ every guide pixel with patch descriptors and FAISS (Eq. 9-13), optimises soft ag
 interpolation weights against the guide RGB (Eq. 14-21), and moves the proxy spectra with the same
 weights through the sparse stochastic operator ``W = S A`` (Eq. 22-26).
 """
-from hiralign.warp.demo import demo_guide, demo_pair
+from hiralign.warp.demo import demo_guide, demo_proxy
 from hiralign.warp.descriptors import patch_descriptors
 from hiralign.warp.operator import apply_operator, composed_operator
 from hiralign.warp.params import WarpInputError, WarpParams
@@ -23,7 +23,7 @@ __all__ = [
     "build_index",
     "composed_operator",
     "demo_guide",
-    "demo_pair",
+    "demo_proxy",
     "patch_descriptors",
     "retrieval_recall",
     "retrieve_candidates",

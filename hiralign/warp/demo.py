@@ -7,19 +7,17 @@ per-channel gain and gamma jitter, an optional Gaussian blur. It is labelled a d
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from hiralign.data.cube import Cube
-from hiralign.spectral import to_rgb
 
 #: The real CAVE scene shared next to the repository (used when the embedded benchmark is absent).
 CAVE_SCENE = Path(__file__).resolve().parents[3] / "shared" / "data" / "cave_balloons_ms_256.mat"
 
 
-def demo_guide(rgb: np.ndarray, seed: int = 0, *, flip: bool = True, max_shift: int = 8, jitter: float = 0.1, blur_sigma: float = 0.0) -> np.ndarray:
+def demo_guide(rgb: np.ndarray, seed: int = 0, *, flip: bool = True, max_shift: int = 6, jitter: float = 0.1, blur_sigma: float = 0.5) -> np.ndarray:
     """A seeded stand-in guide: ``rgb`` (3, H, W) flipped left-right, circularly shifted by up to
     ``max_shift`` pixels per axis, each channel scaled by a gain in ``[1-jitter, 1+jitter]`` and raised
     to a gamma in ``[1-jitter/2, 1+jitter/2]``, then blurred by ``blur_sigma`` pixels; float32, >= 0."""
@@ -51,18 +49,16 @@ def cave_demo_cube(size: int, path: Path | str = CAVE_SCENE) -> Cube:
     return cube.replace(np.clip(ndimage.zoom(cube.data, zoom, order=1), 0.0, 1.0), meta={"upsampled_to": size})
 
 
-def demo_pair(size: int = 64, seed: int = 0, **guide_kw: Any) -> tuple[Cube, np.ndarray, np.ndarray, str]:
-    """``(proxy cube, proxy RGB, demo guide RGB, source label)`` for the notebook's demo.
+def demo_proxy(size: int = 64, seed: int = 0) -> tuple[Cube, str]:
+    """A proxy HSI for the demo and where it came from.
 
-    The proxy is the first target-observed cube of the embedded SYNTHETIC benchmark; if the
-    benchmark cannot be built, the real CAVE scene (see :func:`cave_demo_cube`).
+    The first target-observed cube of the embedded SYNTHETIC benchmark; if the benchmark cannot be
+    built, the real CAVE scene (see :func:`cave_demo_cube`).
     """
     try:
         from hiralign.data.synthetic import make_benchmark
 
         bench = make_benchmark(size=size, n_source_train=0, n_source_test=0, n_target_observed=1, n_target_unobserved=0, seed=seed)
-        cube, source = bench.target_observed[0], "embedded synthetic benchmark"
+        return bench.target_observed[0], "embedded synthetic benchmark"
     except (ImportError, OSError, ValueError, RuntimeError) as err:
-        cube, source = cave_demo_cube(size), f"real CAVE scene (benchmark unavailable: {err})"
-    proxy_rgb = to_rgb(cube)
-    return cube, proxy_rgb, demo_guide(proxy_rgb, seed, **guide_kw), source
+        return cave_demo_cube(size), f"real CAVE scene (embedded benchmark unavailable: {err})"

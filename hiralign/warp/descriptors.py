@@ -33,7 +33,7 @@ def descriptor_channels(rgb: torch.Tensor, w_chroma: float, w_grad: float, eps: 
     return torch.cat([rgb, w_chroma * chroma_normalised(rgb, eps), w_grad * grey_gradients(rgb)])
 
 
-def patch_descriptors(rgb: torch.Tensor, patch: int = 5, w_chroma: float = 0.25, w_grad: float = 0.5, eps: float = 1e-6) -> torch.Tensor:
+def patch_descriptors(rgb: torch.Tensor, patch: int = 3, w_chroma: float = 0.25, w_grad: float = 0.5, eps: float = 1e-6) -> torch.Tensor:
     """Descriptors of every pixel of a ``(3, H, W)`` image: float32 ``(H*W, 8*patch^2)``, row-major pixels (Eq. 9)."""
     if rgb.ndim != 3 or rgb.shape[0] != 3:
         raise ValueError(f"patch_descriptors needs a (3, H, W) image, got shape {tuple(rgb.shape)}")

@@ -39,17 +39,20 @@ def patch_l1(image: torch.Tensor, guide: torch.Tensor, coverage: torch.Tensor) -
 
 
 def soft_histogram_weights(values: torch.Tensor, bins: int) -> torch.Tensor:
-    """Parzen-window (Gaussian, sigma = one bin width) bin memberships ``(..., n, bins)`` of values in [0, 1]."""
+    """Parzen-window bin memberships ``(..., n, bins)`` of values in [0, 1].
+
+    The window is the triangular (first-order B-spline) kernel one bin wide on each side: each value
+    is shared linearly between its two nearest bin centres, memberships sum to one, and the
+    derivative is non-zero everywhere inside [0, 1].
+    """
     centres = torch.linspace(0.0, 1.0, bins, device=values.device)
-    sigma = 1.0 / (bins - 1) if bins > 1 else 1.0
-    weights = torch.exp(-0.5 * ((values[..., None] - centres) / sigma) ** 2)
-    return weights / weights.sum(dim=-1, keepdim=True)
+    return torch.relu(1.0 - (values[..., None] - centres).abs() * (bins - 1))
 
 
 def mutual_information_loss(image: torch.Tensor, guide: torch.Tensor, bins: int, sample: torch.Tensor | None = None) -> torch.Tensor:
     """Differentiable MI loss (Eq. 20): ``1 - 2 MI / (H_image + H_guide)`` per channel, averaged.
 
-    MI comes from Parzen soft joint histograms of the two images' values (clamped to [0, 1]) on
+    MI comes from Parzen (triangular-window) soft joint histograms of the two images' values (clamped to [0, 1]) on
     the pixels listed in ``sample`` (all pixels if None). 0 means each channel of ``image``
     determines the guide's; 1 means independence.
     """

@@ -1,7 +1,7 @@
 """RGB-guided estimation of the transport weights (Eq. 19-21): joint Adam over both logit sets.
 
 Aggregation logits (N, K) start at ``-init_sharpness * normalised distance`` (closer candidates get
-larger logits); interpolation logits (N, s^2) start peaked at the centre offset. Zero iterations
+larger logits); interpolation logits (s^2, N) start peaked at the centre offset. Zero iterations
 therefore return retrieval plus these initial weights. The mutual-information term is evaluated on
 ``mi_samples`` pixels drawn afresh each iteration from a seeded generator.
 """
@@ -21,7 +21,7 @@ class TransportWeights:
     """Optimised weights of Eq. 22 and the per-iteration loss history."""
 
     alpha: torch.Tensor  # (N, K) aggregation weights, rows sum to 1
-    beta: torch.Tensor  # (N, s^2) interpolation weights, rows sum to 1
+    beta: torch.Tensor  # (s^2, N) interpolation weights, columns sum to 1
     history: dict[str, list[float]] = field(default_factory=dict)
 
 
@@ -37,7 +37,7 @@ class AlignmentObjective:
         values = [transport.gather_candidates(proxy_rgb, candidates.indices)]
         if "tv" in self.terms:
             values.append(transport.candidate_coordinates(candidates.indices, self.width))
-        self.candidate_values = torch.cat(values)  # (3 or 5, N, K)
+        self.candidate_values = torch.cat(values, dim=1)  # (N, 3 or 5, K)
         self.distance = transport.normalised_distances(candidates.distances, params.eps)  # Eq. 21
         self.coverage = losses.patch_coverage(self.height, self.width, params.loss_patch, guide_rgb.device)
         self.generator = torch.Generator(device=guide_rgb.device).manual_seed(params.seed)
@@ -90,7 +90,7 @@ def optimise_transport(proxy_rgb: torch.Tensor, guide_rgb: torch.Tensor, candida
     objective = AlignmentObjective(proxy_rgb, guide_rgb, candidates, params)
     agg_logits = transport.initial_aggregation_logits(candidates.distances, params.init_sharpness, params.eps).requires_grad_(True)
     interp_logits = transport.initial_interpolation_logits(n, params.stencil, params.init_centre_logit, guide_rgb.device).requires_grad_(True)
-    optimiser = torch.optim.Adam([agg_logits, interp_logits], lr=params.lr)
+    optimiser = torch.optim.Adam([agg_logits, interp_logits], lr=params.lr, fused=True)  # one fused kernel per step
     history: dict[str, list[float]] = {}
     for _ in range(params.iters):
         optimiser.zero_grad(set_to_none=True)

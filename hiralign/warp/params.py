@@ -26,7 +26,7 @@ class WarpParams:
     """Every knob of Eq. 9-26. Construct with keywords; invalid values raise ``ValueError``."""
 
     # Descriptors (Eq. 9)
-    patch: int = 5  # patch side p; LOST in the paper's text, our choice (odd)
+    patch: int = 3  # patch side p; LOST in the paper's text, our choice (odd; 3 beat 5 and 7, docs/warp.md)
     w_chroma: float = 0.25  # chroma channel weight (IV-D)
     w_grad: float = 0.5  # gradient channel weight (IV-D)
     eps: float = 1e-6  # chroma normalisation epsilon (Eq. 9)
@@ -66,7 +66,7 @@ class WarpParams:
     ssim_sigma: float = 1.5  # Gaussian SSIM window sigma
     # Execution
     device: str = "cpu"  # torch device: "cpu" or "cuda[:n]"
-    threads: int = 0  # torch / faiss CPU threads during the call; 0 = leave as is
+    threads: int = 1  # torch / faiss CPU threads during the call (0 = leave the libraries' setting); see docs/warp.md
     seed: int = 0  # seeds faiss k-means, HNSW, PCA sampling and the MI pixel sampling
     recall_queries: int = 0  # > 0: measure recall@k of the index used vs exact on this many queries
 
@@ -75,7 +75,9 @@ class WarpParams:
             value = getattr(self, name)
             if value < 1 or value % 2 == 0:
                 raise ValueError(f"{name} must be a positive odd integer, got {value}")
-        for name in ("k", "n_candidates", "mi_bins", "query_chunk", "ivf_nprobe", "refine_factor", "hnsw_m", "hnsw_ef_search"):
+        if self.mi_bins < 2:
+            raise ValueError(f"mi_bins must be >= 2, got {self.mi_bins}")
+        for name in ("k", "n_candidates", "query_chunk", "ivf_nprobe", "refine_factor", "hnsw_m", "hnsw_ef_search"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("radius", "iters", "pca_dim", "ivf_nlist", "mi_samples", "threads", "recall_queries", "auto_exact_max_pixels"):

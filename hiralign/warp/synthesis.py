@@ -112,7 +112,7 @@ def spectral_warp(proxy_hsi: Any, proxy_rgb: Any, guide_rgb: Any, **params: Any)
         with clock.step("transfer"):  # Eq. 22-26
             indices = candidates.indices.cpu().numpy()
             alpha = weights.alpha.cpu().numpy()
-            beta = weights.beta.cpu().numpy()
+            beta = np.ascontiguousarray(weights.beta.T.cpu().numpy())  # (N, s^2)
             w = sparse_operator.composed_operator(indices, alpha, beta, height, width, p.stencil)  # Eq. 25
             warped_hsi = sparse_operator.apply_operator(w, hsi)  # Eq. 26
             warped_rgb = sparse_operator.apply_operator(w, prgb)

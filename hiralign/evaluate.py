@@ -1,0 +1,312 @@
+"""Evaluation (paper Section IV-C, IV-G5, IV-G6): does adaptation help on the target domain?
+
+Every model restores the SAME degraded target observations and is scored against the clean target
+HSIs (evaluation only; never used for training in the paper's protocol). The observations are those
+stored in ``01_proxy.h5`` plus the held-out ``target_unobserved`` images of ``00_data.h5``, degraded
+with fixed seeds (:func:`hiralign.finetune.target_images`).
+
+* methods: ``source-only`` (the source checkpoint that made the proxies), ``adapted`` (HIR-ALIGN,
+  ``04_model.safetensors``), any comparison run of stage 3 (``proxy-only``, ``generated-only``,
+  ``mixed``) and the clean-target ``upper-bound`` (Table XI), plus ``input`` (the observation itself,
+  bicubic-upsampled for SR) as a floor;
+* splits (Table X): ``observed`` (images whose observations built the proxies and the synthesized
+  HSIs), ``unobserved`` (01 images not flagged observed, and 00's held-out images) and ``total`` (all images pooled: the mean over every image, not
+  the mean of the two split means);
+* metrics: PSNR / SSIM / SAM of :mod:`hiralign.metrics` per image, their means per split, and the
+  difference to ``source-only`` on the same split (``d_psnr`` ...);
+* spectral fidelity of stage 2: sPr / sRec (HSIGene Eq. 8, k = 10) of the synthesized HSIs -- and,
+  for reference, of the proxies, of the clean observed images and of the source domain -- against
+  the clean spectra of every target image.
+
+:func:`evaluate_run` does all of it for a run directory; :func:`write_metrics` writes
+``05_metrics.json`` / ``.md`` / ``.csv`` (+ ``05_metrics_per_image.csv``,
+``05_metrics_spectral_fidelity.csv``) with provenance through :mod:`hiralign.report`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from hiralign import metrics
+from hiralign.finetune import ADAPTED, file_sha256, load_inputs, missing_artifact, resolve_checkpoint, target_images
+from hiralign.report import Table, provenance, write_tables
+from hiralign.restorers.inference import restore
+from hiralign.store import RunStore
+from hiralign.tasks import Task, get_task
+from hiralign.train import load_checkpoint, reference_input
+
+SOURCE_ONLY = "source-only"
+INPUT = "input"
+SPLITS = ("observed", "unobserved", "total")
+METRICS = ("psnr", "ssim", "sam")
+#: Inference tile (px of the observation); larger observations are restored tile by tile.
+DEFAULT_TILE = 128
+STEM = "05_metrics"
+#: Tables printed in full in 05_metrics.md (the per-image table lives in its CSV and the JSON).
+MARKDOWN_TABLES = ("summary", "spectral_fidelity")
+
+
+# ----------------------------------------------------------------------------- restoring
+
+
+def restore_observations(model: torch.nn.Module, degraded: np.ndarray, extras: Sequence[Mapping[str, np.ndarray]],
+                         tile: int | None = DEFAULT_TILE, device: str = "cpu") -> np.ndarray:
+    """Restore every observation ``(N, B, h, w)`` with its extra inputs (e.g. the mask); returns
+    ``(N, B, H, W)`` clipped to [0, 1]."""
+    out = [restore(model, d, dict(e), tile=tile, device=device) for d, e in zip(degraded, extras)]
+    return np.clip(np.stack(out), 0.0, 1.0)
+
+
+def input_baseline(degraded: np.ndarray, task: str | Task) -> np.ndarray:
+    """The observations on the clean grid (bicubic-upsampled for SR): the ``input`` row."""
+    task = get_task(task)
+    return np.stack([reference_input(d, task) for d in degraded])
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def split_of(observed: Sequence[bool]) -> list[str]:
+    return ["observed" if o else "unobserved" for o in observed]
+
+
+def score_images(restored: Mapping[str, np.ndarray], clean: np.ndarray, names: Sequence[str],
+                 observed: Sequence[bool]) -> list[dict[str, Any]]:
+    """One record per (method, image): ``method``, ``split``, ``image``, ``psnr``, ``ssim``, ``sam``
+    (:func:`hiralign.metrics.evaluate` of the restored cube against the clean one)."""
+    if len(names) != len(clean) or len(observed) != len(clean):
+        raise ValueError(f"{len(clean)} clean images but {len(names)} names and {len(observed)} observed flags")
+    splits = split_of(observed)
+    records = []
+    for method, cubes in restored.items():
+        if len(cubes) != len(clean):
+            raise ValueError(f"method {method!r} restored {len(cubes)} images for {len(clean)} clean ones")
+        for cube, ref, name, split in zip(cubes, clean, names, splits):
+            records.append({"method": method, "split": split, "image": name, **metrics.evaluate(cube, ref)})
+    return records
+
+
+def summarize(per_image: Sequence[Mapping[str, Any]], baseline: str = SOURCE_ONLY,
+              descriptions: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Mean PSNR / SSIM / SAM per (split, method), splits ordered observed, unobserved, total (all
+    images pooled); ``d_*`` = method minus ``baseline`` on the same split (None without a baseline).
+    Splits without images are left out."""
+    methods = list(dict.fromkeys(r["method"] for r in per_image))
+    descriptions = descriptions or {}
+    rows = []
+    for split in SPLITS:
+        means: dict[str, dict[str, float]] = {}
+        for method in methods:
+            chosen = [r for r in per_image if r["method"] == method and (split == "total" or r["split"] == split)]
+            if chosen:
+                means[method] = {m: float(np.mean([r[m] for r in chosen])) for m in METRICS} | {"n": len(chosen)}
+        for method, mean in means.items():
+            base = means.get(baseline)
+            row = {"method": method, "training": descriptions.get(method, ""), "split": split, "n": mean["n"],
+                   **{m: mean[m] for m in METRICS}}
+            row.update({f"d_{m}": (mean[m] - base[m]) if base else None for m in METRICS})
+            rows.append(row)
+    return rows
+
+
+def spectral_fidelity(real: Any, sets: Mapping[str, Any], k: int = 10, max_samples: int | None = 5000,
+                      seed: int = 0) -> list[dict[str, Any]]:
+    """sPr / sRec (:func:`hiralign.metrics.spectral_precision_recall`) of every set of ``sets``
+    against the ``real`` (clean target) spectra; ``max_samples`` spectra of each side are drawn with
+    ``seed``. Sets with at most ``k`` spectra are skipped."""
+    n_real = len(metrics.pixel_spectra(real, "real"))
+    rows = []
+    for label, generated in sets.items():
+        n_gen = len(metrics.pixel_spectra(generated, label))
+        if min(n_gen, n_real, max_samples or n_gen) <= k:
+            continue
+        pr = metrics.spectral_precision_recall(generated, real, k=k, max_samples=max_samples, seed=seed)
+        rows.append({"set": label, "n_spectra": n_gen, "n_real": n_real,
+                     "n_sampled": min(n_gen, n_real, max_samples or max(n_gen, n_real)), "k": k,
+                     "spr": pr.precision, "srec": pr.recall})
+    return rows
+
+
+# ----------------------------------------------------------------------------- the run directory
+
+
+def describe_model(method: str, config: Mapping[str, Any]) -> str:
+    """One line of the ``training`` column from a checkpoint config."""
+    ft = config.get("finetune")
+    if not ft:
+        return f"source checkpoint ({config.get('backbone', '?')}), no adaptation"
+    label = "HIR-ALIGN" if ft.get("composition") == "mixed" else f"finetuned, {ft.get('composition')}"
+    if ft.get("composition") == "clean":
+        label = "clean observed target HSIs (upper bound)"
+    ratio = f", ratio {ft.get('ratio')}" if ft.get("composition") in ("mixed", "generated") else ""
+    return f"{label}{ratio} ({config.get('backbone', '?')})"
+
+
+def discover_models(run_dir: Path | str, source_checkpoint: str | Path = "") -> dict[str, Path]:
+    """Method -> checkpoint: ``source-only`` (``source_checkpoint``, default the one recorded in
+    01_proxy.h5) then every stage-3 model (from 04_finetune.h5, else the ``04_model*.safetensors``
+    files: ``04_model`` is ``adapted``, ``04_model_<method>`` is ``<method>``)."""
+    run_dir = Path(run_dir)
+    store = RunStore(run_dir)
+    if not source_checkpoint:
+        if not store.exists("01_proxy"):
+            raise missing_artifact(run_dir, "01_proxy", "01_proxy")
+        source_checkpoint = store.read("01_proxy").params.get("checkpoint", "")
+    models = {SOURCE_ONLY: resolve_checkpoint(source_checkpoint, run_dir)}
+    if store.exists("04_finetune"):
+        names = store.read("04_finetune")["models"]
+        found = {m: run_dir / n for m, n in names.items()}
+    else:
+        found = {}
+        for path in sorted(run_dir.glob("04_model*.safetensors")):
+            suffix = path.name[len("04_model"):-len(".safetensors")]
+            found[suffix[1:] if suffix else ADAPTED] = path
+    missing = [str(p) for p in found.values() if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"stage-3 checkpoints {missing} are missing: rerun notebook 04_finetune")
+    if ADAPTED in found:  # adapted first after source-only, then the comparison runs
+        found = {ADAPTED: found.pop(ADAPTED), **found}
+    return {**models, **found}
+
+
+def source_spectra(run_dir: Path | str) -> tuple[np.ndarray | None, dict]:
+    """Clean source-domain training cubes and the dataset record from 00_data.h5 (None, {} if absent)."""
+    store = RunStore(run_dir)
+    if not store.exists("00_data"):
+        return None, {}
+    art = store.read("00_data")
+    dataset = {"params": art.params, "synthetic": bool(art.attrs.get("synthetic", False))}
+    group = art["source_train"] if "source_train" in art else {}
+    cubes = group.get("cubes") if isinstance(group, dict) else None
+    return (None if cubes is None or len(cubes) == 0 else np.asarray(cubes, np.float32)), dataset
+
+
+def artifact_created(path: Path) -> str:
+    """The ``created`` attribute of an HDF5 artifact (``""`` when unreadable)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return str(f.attrs.get("created", ""))
+    except OSError:
+        return ""
+
+
+@dataclass
+class Evaluation:
+    """The result of :func:`evaluate_run`: tables, provenance, and the arrays the figures need."""
+
+    tables: list[Table]
+    provenance: dict
+    restored: dict[str, np.ndarray]
+    clean: np.ndarray
+    degraded: np.ndarray
+    names: list[str]
+    observed: np.ndarray
+    wavelengths: np.ndarray
+    task: str
+    models: dict[str, Path] = field(default_factory=dict)
+
+    def table(self, name: str) -> Table:
+        for t in self.tables:
+            if t.name == name:
+                return t
+        raise KeyError(f"no table {name!r}; tables: {[t.name for t in self.tables]}")
+
+    def markdown(self, names: Sequence[str] = MARKDOWN_TABLES) -> str:
+        return "\n".join(t.to_markdown() for t in self.tables if t.name in names)
+
+    def image_index(self, image: int = -1) -> int:
+        """``image`` if >= 0, else the first unobserved image (the generalisation case of Table X)."""
+        if image >= 0:
+            if image >= len(self.names):
+                raise ValueError(f"image {image} out of range: the target has {len(self.names)} images")
+            return image
+        unobserved = np.flatnonzero(~self.observed)
+        return int(unobserved[0]) if unobserved.size else 0
+
+    def panels(self, i: int) -> dict[str, np.ndarray]:
+        """``clean`` and every method's restoration of image ``i`` (for figures)."""
+        return {"clean": self.clean[i], **{m: r[i] for m, r in self.restored.items()}}
+
+
+def metric_tables(summary: Sequence[Mapping], per_image: Sequence[Mapping], fidelity: Sequence[Mapping],
+                  task: str) -> list[Table]:
+    """The three result tables: ``summary`` (Table X / XI layout), ``per_image``, ``spectral_fidelity``."""
+    tables = [
+        Table.from_records("summary", summary, ["method", "training", "split", "n", *METRICS, "d_psnr", "d_ssim", "d_sam"],
+                           title=f"Target-domain restoration ({task}): mean PSNR (dB) / SSIM / SAM (deg); "
+                                 "d_* = difference to source-only on the same split"),
+        Table.from_records("per_image", per_image, ["method", "split", "image", *METRICS],
+                           title="Per-image scores"),
+    ]
+    if fidelity:
+        tables.append(Table.from_records(
+            "spectral_fidelity", fidelity, ["set", "n_spectra", "n_real", "n_sampled", "k", "spr", "srec"],
+            title="Spectral fidelity: sPr / sRec against the clean spectra of all target images (HSIGene Eq. 8)"))
+    return tables
+
+
+def evaluate_run(run_dir: Path | str, models: Mapping[str, str | Path] | None = None, device: str = "cpu",
+                 tile: int | None = DEFAULT_TILE, include_input: bool = True, spectral_samples: int | None = 5000,
+                 k: int = 10, seed: int = 0, params: Mapping[str, Any] | None = None) -> Evaluation:
+    """Score every model of a run on the target observations of ``01_proxy.h5`` (module docstring).
+
+    ``models`` (method -> checkpoint) defaults to :func:`discover_models`. Needs the clean target
+    HSIs in 01_proxy.h5. ``params`` (the caller's parameters) go into the provenance.
+    """
+    tic = time.perf_counter()
+    run_dir = Path(run_dir)
+    store = RunStore(run_dir)
+    inputs = load_inputs(run_dir, need_synthesized=store.exists("03_warp"))
+    targets = target_images(inputs)
+    task = get_task(inputs.task)
+    models = {m: Path(p) for m, p in (models or discover_models(run_dir, inputs.source_checkpoint)).items()}
+    restored: dict[str, np.ndarray] = {}
+    configs: dict[str, dict] = {}
+    if include_input:
+        restored[INPUT] = np.clip(input_baseline(targets.degraded, task), 0.0, 1.0)
+    for method, path in models.items():
+        ckpt = load_checkpoint(path, bands=targets.degraded.shape[1], task=task, device=device)
+        configs[method] = ckpt.config
+        restored[method] = restore_observations(ckpt.model, targets.degraded, targets.extras, tile, device)
+    per_image = score_images(restored, targets.clean, targets.names, targets.observed)
+    descriptions = {m: describe_model(m, c) for m, c in configs.items()}
+    descriptions[INPUT] = "degraded observation" + (" (bicubic x%d)" % task.scale if task.scale > 1 else "")
+    summary = summarize(per_image, SOURCE_ONLY if SOURCE_ONLY in restored else next(iter(restored)), descriptions)
+
+    synthesized = inputs.synthesized
+    source, dataset = source_spectra(run_dir)
+    sets: dict[str, Any] = {}
+    if synthesized is not None:
+        sets["synthesized (03_warp)"] = synthesized.reshape(-1, *synthesized.shape[2:])
+    sets["proxy (observed)"] = inputs.proxies
+    sets["clean observed (reference)"] = inputs.clean[inputs.observed]
+    if source is not None:
+        sets["source domain (reference)"] = source
+    fidelity = spectral_fidelity(targets.clean, sets, k=k, max_samples=spectral_samples, seed=seed)
+
+    tables = metric_tables(summary, per_image, fidelity, task.name)
+    prov = provenance(
+        dict(params or {}), dataset=dataset or None, seed=seed, device=device, wall_time_s=time.perf_counter() - tic,
+        task=task.name, run_dir=str(run_dir.resolve()),
+        models={m: {"path": str(p), "sha256": file_sha256(p)} for m, p in models.items()},
+        artifacts={s: artifact_created(store.path(s)) for s in ("00_data", "01_proxy", "02_guides", "03_warp", "04_finetune")
+                   if store.exists(s)},
+        images={"observed": int(targets.observed.sum()), "unobserved": int((~targets.observed).sum()),
+                "held_out_from_00_data": targets.held_out},
+    )
+    return Evaluation(tables, prov, restored, targets.clean, targets.degraded, targets.names, targets.observed,
+                      inputs.wavelengths, task.name, models)
+
+
+def write_metrics(run_dir: Path | str, evaluation: Evaluation) -> dict[str, Path]:
+    """Write ``05_metrics.json`` / ``.md`` / ``.csv`` (+ per-table CSVs) into ``run_dir``; the
+    markdown shows the summary and spectral-fidelity tables (the per-image table is in its CSV)."""
+    return write_tables(run_dir, STEM, evaluation.tables, evaluation.provenance,
+                        heading=f"HIR-ALIGN evaluation: {evaluation.task}", markdown=MARKDOWN_TABLES)

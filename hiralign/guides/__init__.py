@@ -1,0 +1,100 @@
+"""Stage 2a: target-aligned RGB guides from proxy RGBs (Section III-B.1, Eq. 5-8).
+
+``generate_guides(proxy_rgbs, generator, n_guides, seed, **params) -> (N, G, 3, H, W)`` with
+
+* ``"unclip"`` - the improved unCLIP (:mod:`hiralign.guides.unclip`; needs Stable unCLIP weights,
+  optionally a blur-robust CLIP encoder from :mod:`hiralign.guides.clip_finetune`, Eq. 7);
+* ``"local-ddpm"`` - a small DDPM trained here on CPU, sampled SDEdit-style
+  (:mod:`hiralign.guides.local_ddpm`; same ``strength`` meaning as unCLIP);
+* ``"jitter"`` - geometric + photometric augmentation (:mod:`hiralign.guides.jitter`).
+
+Generators are imported on first use (unCLIP pulls in transformers).
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from hiralign.guides.resize import as_rgb_batch
+
+#: generator name -> "module:function" producing (N, G, 3, H, W) guides.
+GENERATORS = {
+    "jitter": "hiralign.guides.jitter:jitter_guides",
+    "local-ddpm": "hiralign.guides.local_ddpm:local_ddpm_guides",
+    "unclip": "hiralign.guides.unclip:unclip_guides",
+}
+FIXED_ARGS = ("proxy_rgbs", "n_guides", "seed")
+
+
+def generator_function(generator: str) -> Callable[..., np.ndarray]:
+    """The guide function of a generator name (``ValueError`` naming the choices otherwise)."""
+    if generator not in GENERATORS:
+        raise ValueError(f"unknown guide generator {generator!r}; choose one of {sorted(GENERATORS)}")
+    module, name = GENERATORS[generator].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def generator_parameters(generator: str) -> tuple[str, ...]:
+    """Keyword parameters a generator accepts besides ``proxy_rgbs``, ``n_guides`` and ``seed``."""
+    fn = generator_function(generator)
+    names = [p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD]
+    if generator == "local-ddpm":  # **training -> LocalDDPMConfig fields
+        from hiralign.guides.local_ddpm import LocalDDPMConfig
+
+        names += list(LocalDDPMConfig.__dataclass_fields__)
+    return tuple(n for n in names if n not in FIXED_ARGS)
+
+
+def select_params(generator: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``params`` that ``generator`` uses (one notebook parameter cell serves all)."""
+    accepted = set(generator_parameters(generator))
+    return {k: v for k, v in params.items() if k in accepted}
+
+
+def resolve_device(device: str) -> str:
+    """``'auto'`` -> ``'cuda'`` when available, else ``'cpu'``; anything else unchanged."""
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+@contextmanager
+def thread_limit(threads: int) -> Iterator[None]:
+    """Run torch on ``threads`` CPU threads inside the block (0 = unchanged), then restore."""
+    before = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def generate_guides(proxy_rgbs, generator: str = "jitter", n_guides: int = 3, seed: int = 0, threads: int = 0, **params: Any) -> np.ndarray:
+    """``(N, G, 3, H, W)`` float32 guides in [0, 1] for ``(N, 3, H, W)`` proxy RGBs (Sec. III-B.1).
+
+    Proxies are clipped to [0, 1] first. ``params`` go to the generator (see
+    :func:`generator_parameters`); an unknown one raises ``TypeError`` listing the accepted names.
+    ``threads`` > 0 limits torch's CPU threads during the call (on a busy shared CPU one thread is
+    often several times faster than two).
+    """
+    fn = generator_function(generator)
+    accepted = generator_parameters(generator)
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise TypeError(f"generator {generator!r} does not take {unknown}; it accepts {sorted(accepted)}")
+    if int(n_guides) < 1:
+        raise ValueError(f"n_guides must be >= 1; got {n_guides}")
+    proxies = np.clip(as_rgb_batch(proxy_rgbs), 0.0, 1.0)
+    with thread_limit(int(threads)):
+        guides = fn(proxies, n_guides=int(n_guides), seed=int(seed), **params)
+    expected = (proxies.shape[0], int(n_guides)) + proxies.shape[1:]
+    if guides.shape != expected:
+        raise RuntimeError(f"generator {generator!r} returned shape {guides.shape}, expected {expected}")
+    return np.ascontiguousarray(guides, dtype=np.float32)
+
+
+__all__ = ["GENERATORS", "generate_guides", "generator_parameters", "resolve_device", "select_params"]

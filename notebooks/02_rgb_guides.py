@@ -1,0 +1,99 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · Target-aligned RGB guides (stage 2a)
+#
+# Each proxy RGB `x` (Eq. 4) gets `G` RGB guides: new appearances of the same scene that the warp
+# (notebook 03) turns into new HSIs (paper Sec. III-B.1). The paper's generator is an **improved unCLIP**:
+#
+# * **Eq. 5** - the CLIP image embedding `E_phi(x)`, noised to `noise_level` in embedding space, is fused
+#   with the text embedding of fixed prompts into the condition `c` (noised embedding + noise-level
+#   embedding as UNet class labels, prompt through cross-attention);
+# * **Eq. 6** - the reverse DDPM/DDIM transitions use the noise predicted under `c`, with
+#   classifier-free guidance against the **negative prompt** (and a zero image condition);
+# * **Eq. 7** - the CLIP vision encoder is finetuned so blurred images embed like their clean
+#   versions (`clip_path` = such an encoder, made by `hiralign.guides.clip_finetune.blur_robust_encoder`);
+# * **Eq. 8** - sampling starts SDEdit-style from the proxy latent noised to `t0 = strength * T`.
+#
+# unCLIP needs the Stable unCLIP weights (`model_path`); without them `generator="unclip"` stops at once
+# and says how to provide them. Two offline generators run anywhere: `local-ddpm` (a small DDPM trained
+# here on proxy patches + scikit-image pictures, sampled with the same Eq. 8 start) and `jitter`
+# (flips, rotation, crop-resize, colour jitter). Input: `01_proxy.h5` from `run_dir`, else DEMO proxies
+# (synthetic-benchmark target RGBs, lightly blurred as stand-ins). Output: `02_guides.h5`.
+# Prompts, `strength`, `noise_level` and `guidance_scale` are not printed in the paper: ours are choices.
+
+# %% tags=["parameters"]
+generator: str = "local-ddpm"  # guide generator: unclip (needs weights), local-ddpm (trains on CPU), jitter
+model_path: str = "stabilityai/stable-diffusion-2-1-unclip"  # unclip: local folder or cached hub id (-unclip or -unclip-small)
+clip_path: str = ""  # unclip: folder of a blur-robust CLIP vision encoder (Eq. 7); "" keeps the model's own
+n_guides: int = 3  # guides per proxy (paper: 3)
+strength: float = 0.3  # SDEdit start step t0 as a fraction of T (Eq. 8): 0 keeps the proxy, 1 starts from the noisiest step (our choice)
+noise_level: int = 100  # unclip: noise on the CLIP image embedding, 0..999 (our choice)
+guidance_scale: float = 7.5  # unclip: classifier-free guidance weight; 1 or less disables it and the negative prompt (our choice)
+steps: int = 50  # sampler steps of a full run; strength * steps are run (unclip, local-ddpm)
+prompt: str = "a sharp, clean, detailed, high quality photograph"  # unclip: fixed positive prompt (our choice)
+negative_prompt: str = "blurry, noisy, low quality, jpeg artifacts, stripes, distorted, oversaturated"  # unclip: fixed negative prompt (our choice)
+train_steps: int = 800  # local-ddpm: optimiser steps of the small DDPM (cached per proxies + settings)
+seed: int = 0  # seed of every random draw (guides, demo proxies, local-ddpm training)
+device: str = "auto"  # torch device for unclip / local-ddpm: auto (cuda if present), cpu or cuda
+threads: int = 1  # CPU threads for torch during generation; 0 keeps the library default
+run_dir: str = "../runs/demo"  # run directory: reads 01_proxy.h5 if present, writes 02_guides.h5
+image_size: int = 64  # demo proxy size (px) when run_dir has no 01_proxy.h5
+n_demo: int = 4  # number of demo proxies when run_dir has no 01_proxy.h5
+force: bool = False  # regenerate even if 02_guides.h5 exists with the same parameters
+
+# %%
+import matplotlib.pyplot as plt
+
+from hiralign.guides import resolve_device, select_params
+from hiralign.guides.diversity import GuideDiversity
+from hiralign.guides.plots import plot_diversity, plot_guide_grid
+from hiralign.guides.stage import check_available, load_proxies, run_stage
+
+guide_params = select_params(generator, dict(
+    model_path=model_path, clip_path=clip_path or None, strength=strength, noise_level=noise_level,
+    guidance_scale=guidance_scale, steps=steps, prompt=prompt, negative_prompt=negative_prompt,
+    train_steps=train_steps, device=resolve_device(device),
+))
+check_available(generator, guide_params)  # unclip without weights stops here, before any work
+print(f"generator {generator!r} with {guide_params}")
+
+# %%
+inputs = load_proxies(run_dir, image_size=image_size, n_demo=n_demo, seed=seed)
+print(f"inputs: {inputs.source}")
+print(f"{len(inputs.proxy_rgb)} proxy RGBs of shape {inputs.proxy_rgb.shape[1:]}")
+
+# %%
+out = run_stage(run_dir, inputs, generator, n_guides, seed, guide_params, threads=threads, force=force)
+guides = out["guides"]
+print(f"guides {guides.shape}, range [{guides.min():.3f}, {guides.max():.3f}]")
+
+# %% [markdown]
+# Each row: the proxy RGB, then its guides. Guides should keep the proxy's layout (the warp matches
+# them to it) and differ from each other (they are meant to widen the target-domain coverage).
+
+# %%
+label = "DEMO proxies (blurred synthetic targets)" if inputs.demo else "proxies from 01_proxy.h5"
+fig = plot_guide_grid(inputs.proxy_rgb, guides, names=inputs.names, title=f"{generator} guides - {label}")
+plt.show()
+
+# %% [markdown]
+# Diversity: mean `1 - SSIM` between the guides of one proxy (higher = more varied) and between each
+# guide and its proxy (lower = layout better kept).
+
+# %%
+diversity = GuideDiversity(out["diversity"]["between_guides"], out["diversity"]["to_proxy"])
+print({k: round(v, 4) for k, v in diversity.summary().items()})
+fig = plot_diversity(diversity, names=[n.split("/")[-1] for n in inputs.names])
+plt.show()
