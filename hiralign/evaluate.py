@@ -135,7 +135,7 @@ def spectral_fidelity(real: Any, sets: Mapping[str, Any], k: int = 10, max_sampl
 # ----------------------------------------------------------------------------- the run directory
 
 
-def describe_model(method: str, config: Mapping[str, Any]) -> str:
+def describe_model(config: Mapping[str, Any]) -> str:
     """One line of the ``training`` column from a checkpoint config."""
     ft = config.get("finetune")
     if not ft:
@@ -276,7 +276,7 @@ def evaluate_run(run_dir: Path | str, models: Mapping[str, str | Path] | None = 
         configs[method] = ckpt.config
         restored[method] = restore_observations(ckpt.model, targets.degraded, targets.extras, tile, device)
     per_image = score_images(restored, targets.clean, targets.names, targets.observed)
-    descriptions = {m: describe_model(m, c) for m, c in configs.items()}
+    descriptions = {m: describe_model(c) for m, c in configs.items()}
     descriptions[INPUT] = "degraded observation" + (" (bicubic x%d)" % task.scale if task.scale > 1 else "")
     summary = summarize(per_image, SOURCE_ONLY if SOURCE_ONLY in restored else next(iter(restored)), descriptions)
 
@@ -308,5 +308,7 @@ def evaluate_run(run_dir: Path | str, models: Mapping[str, str | Path] | None = 
 def write_metrics(run_dir: Path | str, evaluation: Evaluation) -> dict[str, Path]:
     """Write ``05_metrics.json`` / ``.md`` / ``.csv`` (+ per-table CSVs) into ``run_dir``; the
     markdown shows the summary and spectral-fidelity tables (the per-image table is in its CSV)."""
-    return write_tables(run_dir, STEM, evaluation.tables, evaluation.provenance,
-                        heading=f"HIR-ALIGN evaluation: {evaluation.task}", markdown=MARKDOWN_TABLES)
+    dataset = evaluation.provenance.get("dataset") or {}
+    data = "SYNTHETIC embedded benchmark" if dataset.get("synthetic") else (dataset.get("params") or {}).get("dataset", "")
+    heading = f"HIR-ALIGN evaluation: {evaluation.task}" + (f" on {data}" if data else "")
+    return write_tables(run_dir, STEM, evaluation.tables, evaluation.provenance, heading=heading, markdown=MARKDOWN_TABLES)

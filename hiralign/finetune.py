@@ -53,7 +53,8 @@ import numpy as np
 
 from hiralign.store import ArtifactError, RunStore
 from hiralign.tasks import Task, get_task
-from hiralign.train import (Pair, TrainConfig, TrainResult, evaluate_pairs, load_checkpoint, train_pairs)
+from hiralign.train import (Pair, TrainConfig, TrainResult, evaluate_pairs, load_checkpoint, read_checkpoint_config,
+                            resume_path, train_pairs)
 
 #: Training-set compositions (Table VI) plus the clean-target upper bound (Table XI).
 COMPOSITIONS = ("mixed", "proxy", "generated", "clean")
@@ -360,7 +361,8 @@ def _observed_rows(warp: Any, names: list[str], observed: np.ndarray, run_dir: P
         wanted = list(warp["names"])
         unknown = [w for w in wanted if w not in names]
         if unknown:
-            raise ArtifactError(f"{run_dir / '03_warp.h5'} holds images {unknown} that 01_proxy.h5 does not have")
+            raise ArtifactError(f"{run_dir / '03_warp.h5'} holds images {unknown} that 01_proxy.h5 does not have "
+                                "(made from its own demo pair?); rerun notebook 03_warp with this run_dir")
         return np.array([names.index(w) for w in wanted])
     if n == int(observed.sum()):
         return np.flatnonzero(observed)
@@ -604,8 +606,6 @@ def run_stage(run_dir: Path | str, config: TrainConfig, composition: str = "mixe
     checkpoint is present, unless ``force``. Training always starts from the source model (stale
     resume states are not reused: the pairs may have changed).
     """
-    from hiralign.train import read_checkpoint_config, resume_path
-
     runs = finetune_runs(composition, compare, upper_bound)
     need_synthesized = any(c in ("mixed", "generated") for c in runs.values())
     inputs = load_inputs(run_dir, need_synthesized=need_synthesized)

@@ -80,12 +80,6 @@ class Table:
         """The rows as dicts keyed by column."""
         return [dict(zip(self.columns, row)) for row in self.rows]
 
-    def column(self, name: str) -> list[Any]:
-        if name not in self.columns:
-            raise KeyError(f"table {self.name!r} has no column {name!r}; columns: {self.columns}")
-        j = self.columns.index(name)
-        return [row[j] for row in self.rows]
-
     def _cell(self, column: str, value: Any) -> str:
         if value is None:
             return ""
@@ -345,6 +339,10 @@ def centre_box(height: int, width: int, size: int) -> tuple[int, int, int]:
     return (height - size) // 2, (width - size) // 2, size
 
 
+#: Line styles of reference spectra: the clean HSI stands out, the degraded input stays in the back.
+SPECTRUM_STYLES = {"clean": {"color": "k", "lw": 2.2}, "input": {"color": "0.65", "lw": 0.9}}
+
+
 def plot_spectra(panels: Mapping[str, np.ndarray], wavelengths: Sequence[float], pixels: Sequence[tuple[int, int]]):
     """Spectra of every cube in ``panels`` at each (row, col) of ``pixels``, one panel per pixel."""
     plt = _pyplot()
@@ -356,7 +354,7 @@ def plot_spectra(panels: Mapping[str, np.ndarray], wavelengths: Sequence[float],
             cube = np.asarray(cube)
             if not (0 <= r < cube.shape[1] and 0 <= c < cube.shape[2]):
                 raise ValueError(f"pixel ({r}, {c}) outside {label!r} of shape {cube.shape}")
-            ax.plot(wavelengths, cube[:, r, c], label=label, lw=1.4)
+            ax.plot(wavelengths, cube[:, r, c], label=label, **SPECTRUM_STYLES.get(label, {"lw": 1.4}))
         ax.set_title(f"pixel ({r}, {c})", fontsize=9)
         ax.set_xlabel("wavelength (nm)")
         ax.grid(alpha=0.3)

@@ -39,7 +39,7 @@ include_input: bool = True  # add the degraded input (bicubic-upsampled for SR) 
 spectral_samples: int = 5000  # spectra drawn per set for sPr/sRec (0: all; the paper uses 100000)
 k: int = 10  # k-th neighbour radius of sPr/sRec (HSIGene: 10)
 image: int = -1  # target image shown in the figures; -1: the first unobserved image
-pixels: str = ""  # pixels for the spectra plot as "row,col; row,col"; empty: 3 random pixels
+pixels: str = ""  # pixels for the spectra plot as row,col pairs separated by semicolons; empty: 3 random pixels
 crop: int = 32  # side of the centre crop shown in the image figures (0: whole image)
 metric: str = "psnr"  # metric of the per-image bar chart: psnr, ssim, sam
 

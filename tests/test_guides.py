@@ -21,7 +21,6 @@ from hiralign.guides.diversity import guide_diversity
 from hiralign.guides.jitter import jitter_guides, photometric
 from hiralign.guides.resize import fit_square, pad_to_multiple, restore
 from hiralign.guides.sdedit import noise_to_start, start_timesteps
-from hiralign.metrics import ssim
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny_unclip import EMBED_DIM, tiny_image_processor, tiny_vision_encoder, write_tiny_unclip  # noqa: E402
@@ -79,8 +78,9 @@ def test_sdedit_start_is_eq8_and_strength_sets_the_number_of_steps():
     x0, eps = torch.rand(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
     ts = start_timesteps(sched, 50, 0.4)
     abar = torch.cumprod(1.0 - sched.betas, 0)[int(ts[0])]  # independent reference from the betas
-    assert torch.allclose(noise_to_start(sched, x0, ts, eps), abar.sqrt() * x0 + (1 - abar).sqrt() * eps, atol=1e-6)
-    assert torch.equal(noise_to_start(sched, x0, ts[:0], eps), x0)
+    assert torch.allclose(noise_to_start(sched, x0, ts, eps, 0.4), abar.sqrt() * x0 + (1 - abar).sqrt() * eps, atol=1e-6)
+    assert torch.equal(noise_to_start(sched, x0, ts[:0], eps, 0.0), x0)
+    assert torch.equal(noise_to_start(sched, x0, full, eps, 1.0), eps)  # strength 1: pure noise, as plain sampling
 
 
 # ----------------------------------------------------------------------------- jitter
@@ -126,19 +126,20 @@ TINY_DDPM = dict(patch_size=16, block_out_channels=(16, 32), train_steps=60, bat
 def test_local_ddpm_keeps_layout_varies_and_is_cached(proxies, tmp_path):
     from hiralign.guides.local_ddpm import cache_key, LocalDDPMConfig
 
-    kw = dict(strength=0.3, steps=10, cache_dir=tmp_path, **TINY_DDPM)
+    kw = dict(strength=0.2, steps=10, cache_dir=tmp_path, **TINY_DDPM)
     g = generate_guides(proxies, "local-ddpm", n_guides=3, seed=0, **kw)
     assert g.shape == (2, 3, 3, 32, 32) and g.min() >= 0 and g.max() <= 1
     div = guide_diversity(proxies, g)
-    # stated floor: at strength 0.3 every guide keeps SSIM > 0.5 to its proxy, and guides differ
-    assert (1 - div.to_proxy > 0.5).all(), div
-    assert (div.between_guides > 0.01).all(), div
+    # stated floor (also met by the demo defaults, measured 0.81-0.85): at strength 0.2 every proxy's
+    # guides keep mean SSIM > 0.7 to it, and differ from each other (mean 1 - SSIM > 0.05)
+    assert (1 - div.to_proxy > 0.7).all(), div
+    assert (div.between_guides > 0.05).all(), div
     cached = list(tmp_path.iterdir())
     assert [p.name for p in cached] == [cache_key(proxies, LocalDDPMConfig(**TINY_DDPM))]
     again = generate_guides(proxies, "local-ddpm", n_guides=3, seed=0, **kw)  # loads the cached model
     assert np.array_equal(g, again) and len(list(tmp_path.iterdir())) == 1
     assert cache_key(proxies[:1], LocalDDPMConfig(**TINY_DDPM)) != cached[0].name
-    weaker = generate_guides(proxies, "local-ddpm", n_guides=3, seed=0, **{**kw, "strength": 0.1})
+    weaker = generate_guides(proxies, "local-ddpm", n_guides=3, seed=0, **{**kw, "strength": 0.1})  # fewer steps from less noise
     assert guide_diversity(proxies, weaker).to_proxy.mean() < div.to_proxy.mean()
     assert np.allclose(generate_guides(proxies, "local-ddpm", n_guides=1, seed=0, **{**kw, "strength": 0.0})[:, 0], proxies, atol=1e-6)
 

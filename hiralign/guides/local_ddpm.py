@@ -41,7 +41,7 @@ class LocalDDPMConfig:
     patch_size: int = 32  # training patch side (px); sampling works on any image size
     block_out_channels: tuple[int, ...] = (16, 32, 64)  # UNet widths, one resolution level each
     layers_per_block: int = 1
-    train_steps: int = 800  # optimiser steps
+    train_steps: int = 600  # optimiser steps
     batch_size: int = 16
     learning_rate: float = 1e-3
     num_train_timesteps: int = 1000  # T of the forward process
@@ -196,7 +196,7 @@ def load_or_train(proxy_rgbs, config: LocalDDPMConfig, cache_dir: Path | str | N
 
 
 @torch.no_grad()
-def sample_sdedit(model: LocalDDPM, proxy_rgbs, n_guides: int = 3, strength: float = 0.3, steps: int = 50, seed: int = 0, eta: float = 0.0, device: str = "cpu") -> np.ndarray:
+def sample_sdedit(model: LocalDDPM, proxy_rgbs, n_guides: int = 3, strength: float = 0.2, steps: int = 50, seed: int = 0, eta: float = 0.0, device: str = "cpu") -> np.ndarray:
     """``(N, G, 3, H, W)`` guides: each proxy noised to ``t0 = strength * T`` (Eq. 8) and DDIM-denoised."""
     proxies = as_rgb_batch(proxy_rgbs)
     sampler = DDIMScheduler.from_config(model.scheduler.config)
@@ -207,7 +207,7 @@ def sample_sdedit(model: LocalDDPM, proxy_rgbs, n_guides: int = 3, strength: flo
     for n, proxy in enumerate(proxies):
         gen = torch_generator(seed, n)
         x0 = pad_to_multiple(torch.from_numpy(proxy)[None] * 2.0 - 1.0, model.multiple).repeat(n_guides, 1, 1, 1)
-        x = noise_to_start(sampler, x0, timesteps, torch.randn(x0.shape, generator=gen)).to(device)
+        x = noise_to_start(sampler, x0, timesteps, torch.randn(x0.shape, generator=gen), strength).to(device)
         for t in timesteps:
             eps = unet(x, t.to(device)).sample
             x = sampler.step(eps, t, x, eta=eta, generator=gen).prev_sample
@@ -219,7 +219,7 @@ def local_ddpm_guides(
     proxy_rgbs,
     n_guides: int = 3,
     seed: int = 0,
-    strength: float = 0.3,
+    strength: float = 0.2,
     steps: int = 50,
     eta: float = 0.0,
     device: str = "auto",

@@ -3,7 +3,8 @@
 ``strength`` in [0, 1] sets the starting step ``t0 = strength * T`` of a sampler with ``steps``
 inference steps: the clean proxy (latent) ``x0`` is noised to ``x_t0 = sqrt(abar_t0) x0 +
 sqrt(1 - abar_t0) eps`` and only the last ``round(strength * steps)`` steps are run. ``strength = 0``
-runs no step (the proxy comes back unchanged), ``strength = 1`` starts from the noisiest step.
+runs no step (the proxy comes back unchanged), ``strength = 1`` starts from pure noise at the
+noisiest step (no proxy information left: plain unconditional-start sampling).
 """
 from __future__ import annotations
 
@@ -39,8 +40,14 @@ def start_timesteps(scheduler, steps: int, strength: float) -> torch.Tensor:
     return scheduler.timesteps[(int(steps) - n_run) * order:] if n_run else scheduler.timesteps[:0]
 
 
-def noise_to_start(scheduler, x0: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Eq. 8: ``x_t0 = sqrt(abar_t0) x0 + sqrt(1 - abar_t0) eps`` at the first of ``timesteps``."""
+def noise_to_start(scheduler, x0: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor, strength: float) -> torch.Tensor:
+    """Eq. 8: ``x_t0 = sqrt(abar_t0) x0 + sqrt(1 - abar_t0) eps`` at the first of ``timesteps``.
+
+    ``strength = 1`` is the unmodified sampler: pure Gaussian noise (times the scheduler's initial
+    sigma), no trace of ``x0`` - the "original unCLIP" start the paper improves upon.
+    """
+    if check_strength(strength) == 1.0:
+        return noise * scheduler.init_noise_sigma
     if len(timesteps) == 0:
         return x0
     t0 = timesteps[:1].repeat(x0.shape[0])

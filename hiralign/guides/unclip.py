@@ -15,7 +15,8 @@ the pipeline's ``__call__`` is not used. For each proxy RGB ``x`` and guide ``g`
   prompt's text embedding and an all-zero class label - the "dropped image embedding" Stable
   unCLIP was trained with (and the diffusers pipeline uses); ``eps = eps_u + s (eps_c - eps_u)``;
 * Eq. 8: the proxy is VAE-encoded (latent mean), noised to ``t0 = strength * T`` and denoised by
-  the sampler (Eq. 6); the latent is decoded and mapped back to the proxy's size.
+  the sampler (Eq. 6); the latent is decoded and mapped back to the proxy's size. ``strength = 0``
+  returns the VAE reconstruction; ``strength = 1`` starts from pure noise (the original unCLIP).
 
 Proxies of any size are scaled (longer side = model size) and reflection-padded to the model's
 square working size; guides are cropped and resized back.
@@ -269,7 +270,7 @@ def guides_for_proxy(
     canvas, placement = fit_square(rgb, size)
     z0 = encode_latents(c, canvas).repeat(n_guides, 1, 1, 1)
     timesteps = start_timesteps(c.scheduler, steps, strength)
-    z = noise_to_start(c.scheduler, z0, timesteps, torch.randn(z0.shape, generator=generator).to(c.device, c.dtype))
+    z = noise_to_start(c.scheduler, z0, timesteps, torch.randn(z0.shape, generator=generator).to(c.device, c.dtype), strength)
     step_kwargs = {"eta": eta} if isinstance(c.scheduler, DDIMScheduler) else {}
     for t in timesteps:  # Eq. 6: reverse transitions with the guided noise prediction
         z_in = c.scheduler.scale_model_input(torch.cat([z, z]) if guided else z, t)

@@ -38,6 +38,7 @@ class AlignmentObjective:
         if "tv" in self.terms:
             values.append(transport.candidate_coordinates(candidates.indices, self.width))
         self.candidate_values = torch.cat(values, dim=1)  # (N, 3 or 5, K)
+        self.candidate_values_t = self.candidate_values.transpose(1, 2).contiguous()  # for the backward pass
         self.distance = transport.normalised_distances(candidates.distances, params.eps)  # Eq. 21
         self.coverage = losses.patch_coverage(self.height, self.width, params.loss_patch, guide_rgb.device)
         self.generator = torch.Generator(device=guide_rgb.device).manual_seed(params.seed)
@@ -53,7 +54,7 @@ class AlignmentObjective:
         p = self.params
         alpha = transport.aggregation_weights(agg_logits, p.tau)  # Eq. 14
         beta = transport.interpolation_weights(interp_logits)  # Eq. 16
-        pre = transport.aggregate(self.candidate_values, alpha, self.height, self.width)  # Eq. 15 (+ Eq. 18)
+        pre = transport.aggregate(self.candidate_values, alpha, self.height, self.width, self.candidate_values_t)  # Eq. 15 (+ 18)
         image = transport.interpolate(pre[:3], beta, p.stencil)  # Eq. 17
         values: dict[str, torch.Tensor] = {}
         if "rgb" in self.terms:

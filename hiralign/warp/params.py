@@ -39,8 +39,9 @@ class WarpParams:
     auto_exact_max_pixels: int = 32768  # "auto" uses the exact index up to this many pixels
     pca_dim: int = 32  # PCA dimension for the approximate indexes (0 = no PCA)
     ivf_nlist: int = 0  # IVF lists; 0 = about 4 sqrt(N)
-    ivf_nprobe: int = 16  # IVF lists probed per query
-    refine_factor: int = 4  # approximate shortlist = refine_factor * k, re-ranked with exact L2
+    ivf_nprobe: int = 8  # IVF lists probed per query
+    refine_factor: int = 2  # approximate shortlist = refine_factor * k, re-ranked with exact L2
+    kmeans_iters: int = 10  # k-means iterations training the IVF coarse quantizer
     hnsw_m: int = 32  # HNSW graph degree
     hnsw_ef_search: int = 64  # HNSW search breadth
     query_chunk: int = 8192  # guide pixels per chunk in retrieval and scoring (bounds memory)
@@ -77,7 +78,7 @@ class WarpParams:
                 raise ValueError(f"{name} must be a positive odd integer, got {value}")
         if self.mi_bins < 2:
             raise ValueError(f"mi_bins must be >= 2, got {self.mi_bins}")
-        for name in ("k", "n_candidates", "query_chunk", "ivf_nprobe", "refine_factor", "hnsw_m", "hnsw_ef_search"):
+        for name in ("k", "n_candidates", "query_chunk", "ivf_nprobe", "refine_factor", "kmeans_iters", "hnsw_m", "hnsw_ef_search"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("radius", "iters", "pca_dim", "ivf_nlist", "mi_samples", "threads", "recall_queries", "auto_exact_max_pixels"):

@@ -77,8 +77,9 @@ def build_index(
     *,
     pca_dim: int = 32,
     ivf_nlist: int = 0,
-    ivf_nprobe: int = 16,
-    refine_factor: int = 4,
+    ivf_nprobe: int = 8,
+    refine_factor: int = 2,
+    kmeans_iters: int = 10,
     hnsw_m: int = 32,
     hnsw_ef_search: int = 64,
     seed: int = 0,
@@ -106,6 +107,7 @@ def build_index(
         quantizer = faiss.IndexFlatL2(reduced)
         core = faiss.IndexIVFFlat(quantizer, reduced, nlist)
         core.cp.seed = seed  # seeded k-means
+        core.cp.niter = kmeans_iters
         core.nprobe = min(ivf_nprobe, nlist)
         keep += [quantizer, core]
         train_rows = min(n, max(40 * nlist, 10000))  # faiss asks for >= 39 points per list

@@ -49,19 +49,31 @@ class WarpInputs:
 
 
 def load_inputs(run_dir: Path | str, image_size: int = 64, seed: int = 0, demo_guides: int = 1) -> WarpInputs:
-    """Proxies and guides from ``run_dir`` if it has 01_proxy.h5 and 02_guides.h5, else a demo pair."""
+    """Proxies and guides from ``run_dir`` if it has 01_proxy.h5 and 02_guides.h5, else a demo pair.
+
+    Only observed target images are warped (``observed`` of 01_proxy.h5): the synthesized branch of
+    Eq. 28 is built from them. ``guides`` may hold every 01 image or only the observed ones.
+    """
     store = RunStore(run_dir)
     if store.exists("01_proxy") and store.exists("02_guides"):
         proxy, guides = store.read("01_proxy"), store.read("02_guides")
         hsi, rgb, g = np.asarray(proxy["proxy"], np.float32), np.asarray(proxy["proxy_rgb"], np.float32), np.asarray(guides["guides"], np.float32)
-        if g.ndim != 5 or g.shape[0] != hsi.shape[0] or g.shape[-2:] != hsi.shape[-2:]:
-            raise ValueError(f"02_guides.h5 guides {g.shape} do not match 01_proxy.h5 proxies {hsi.shape} (need (N, G, 3, H, W))")
-        names = list(proxy["names"]) if "names" in proxy else [f"proxy-{i}" for i in range(hsi.shape[0])]
+        names = [str(n) for n in proxy["names"]] if "names" in proxy else [f"proxy-{i}" for i in range(hsi.shape[0])]
+        observed = np.asarray(proxy["observed"], bool) if "observed" in proxy else np.ones(hsi.shape[0], bool)
+        if not observed.any():
+            observed = np.ones(hsi.shape[0], bool)
+        if g.ndim == 5 and g.shape[0] == hsi.shape[0]:
+            g = g[observed]
+        hsi, rgb, names = hsi[observed], rgb[observed], [n for n, keep in zip(names, observed) if keep]
+        if g.ndim != 5 or g.shape[0] != hsi.shape[0] or g.shape[2] != 3 or g.shape[-2:] != hsi.shape[-2:]:
+            raise ValueError(f"02_guides.h5 guides {g.shape} do not match the {hsi.shape[0]} observed proxies {hsi.shape[1:]} "
+                             "of 01_proxy.h5 (need (N, G, 3, H, W))")
         return WarpInputs(hsi, rgb, g, np.asarray(proxy["wavelengths"], np.float64), names, f"run directory {store.run_dir}")
     cube, source = demo_proxy(image_size, seed)
     rgb = to_rgb(cube)
     guides = np.stack([demo_guide(rgb, seed + i) for i in range(demo_guides)])
-    return WarpInputs(cube.data[None], rgb[None], guides[None], cube.wavelengths, [cube.name or "demo"], f"demo pair from the {source}; guides = demo_guide(proxy RGB)")
+    return WarpInputs(cube.data[None], rgb[None], guides[None], cube.wavelengths, [cube.name or "demo"],
+                      f"demo pair from the {source}; guides = demo_guide(proxy RGB)")
 
 
 def warp_all(inputs: WarpInputs, params: dict[str, Any], log: Callable[[str], None] = print) -> dict[tuple[int, int], WarpResult]:

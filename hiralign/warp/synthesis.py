@@ -93,7 +93,7 @@ def spectral_warp(proxy_hsi: Any, proxy_rgb: Any, guide_rgb: Any, **params: Any)
             proxy_np = proxy_desc.cpu().numpy()
             index = build_index(
                 proxy_np, kind, pca_dim=p.pca_dim, ivf_nlist=p.ivf_nlist, ivf_nprobe=p.ivf_nprobe,
-                refine_factor=p.refine_factor, hnsw_m=p.hnsw_m, hnsw_ef_search=p.hnsw_ef_search,
+                refine_factor=p.refine_factor, kmeans_iters=p.kmeans_iters, hnsw_m=p.hnsw_m, hnsw_ef_search=p.hnsw_ef_search,
                 seed=p.seed, device=p.device,
             )
             candidates = retrieve_candidates(
