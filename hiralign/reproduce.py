@@ -519,6 +519,9 @@ def render_markdown(spec: TableSpec, paper: PaperTable, cells: Sequence[CellResu
             verdict = f"**{c.verdict}**" if c.verdict == "DISAGREES" else c.verdict
             lines.append(f"| {c.group} | {c.baseline} -> {c.row} | {c.metric.upper()} | {_fmt(c.paper_gain, c.metric, True)}"
                          f" | {_fmt(c.our_gain, c.metric, True)} | {verdict} |")
+    mappings = list(dict.fromkeys(exp.mapping for exp in spec.experiments if exp.mapping))
+    if mappings:
+        lines += ["", "## Paper methods and ours", ""] + [f"- {m}" for m in mappings]
     lines += ["", "## Provenance", "", "| experiment | our model | profile | dataset | device | code version | date | run |",
               "|---|---|---|---|---|---|---|---|"]
     seen = set()

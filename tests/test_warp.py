@@ -198,7 +198,8 @@ def test_bad_inputs_raise_clear_errors(cave_crop):
     "kwargs, message",
     [({"patch": 4}, "patch must be a positive odd"), ({"stencil": 0}, "stencil must be"),
      ({"n_candidates": 20, "k": 2, "radius": 0}, "exceeds the candidate pool"), ({"index": "lsh"}, "index must be one of"),
-     ({"tau": 0.0}, "tau must be"), ({"lambda_mi": -1.0}, "lambda_mi must be"), ({"device": "tpu"}, "device must be")],
+     ({"tau": 0.0}, "tau must be"), ({"lambda_mi": -1.0}, "lambda_mi must be"), ({"device": "tpu"}, "device must be"),
+     ({name: 0.0 for name in WarpParams.loss_weight_names()}, "nothing to optimise")],
 )
 def test_params_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -365,6 +366,9 @@ def test_ssim_loss_matches_skimage():
         for c in range(3)
     ])
     assert ours == pytest.approx(reference, abs=0.02)  # skimage averages a cropped map; ours the valid region
+    gx, gy = torch.from_numpy(x), torch.from_numpy(y)
+    stats = losses.ssim_guide_statistics(gy, losses.ssim_kernel(11, 1.5, 40, 40))
+    torch.testing.assert_close(losses.ssim_loss(gx, gy, 11, 1.5, stats), losses.ssim_loss(gx, gy, 11, 1.5))
 
 
 def test_mutual_information_loss_orders_dependence():

@@ -86,15 +86,32 @@ def gaussian_blur_valid(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, kernel.view(1, 1, size, 1).expand(channels, 1, size, 1), groups=channels)
 
 
-def ssim_loss(image: torch.Tensor, guide: torch.Tensor, window: int, sigma: float) -> torch.Tensor:
-    """``1 - SSIM`` with a Gaussian window (Eq. 20), mean over channels and valid positions."""
-    size = min(window, image.shape[1], image.shape[2])
-    size -= 1 - size % 2  # keep it odd
-    kernel = gaussian_kernel_1d(size, sigma, image.device)
-    x, y = image[None], guide[None]
-    stats = gaussian_blur_valid(torch.cat([x, y, x * x, y * y, x * y], dim=1), kernel)
-    mx, my, xx, yy, xy = stats.split(3, dim=1)
-    vx, vy, cxy = xx - mx * mx, yy - my * my, xy - mx * my
+def ssim_kernel(window: int, sigma: float, height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The 1-D Gaussian SSIM window, shortened (kept odd) on images smaller than ``window``."""
+    size = min(window, height, width)
+    size -= 1 - size % 2
+    return gaussian_kernel_1d(size, sigma, device)
+
+
+def ssim_guide_statistics(guide: torch.Tensor, kernel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Local mean and variance of the (fixed) guide, computed once per optimisation."""
+    stats = gaussian_blur_valid(torch.cat([guide, guide * guide])[None], kernel)
+    mean, square = stats.split(guide.shape[0], dim=1)
+    return mean, square - mean * mean
+
+
+def ssim_loss(image: torch.Tensor, guide: torch.Tensor, window: int, sigma: float,
+              guide_stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """``1 - SSIM`` with a Gaussian window (Eq. 20), mean over channels and valid positions.
+
+    ``guide_stats`` (from :func:`ssim_guide_statistics`) skips re-filtering the fixed guide.
+    """
+    kernel = ssim_kernel(window, sigma, image.shape[1], image.shape[2], image.device)
+    my, vy = ssim_guide_statistics(guide, kernel) if guide_stats is None else guide_stats
+    channels = image.shape[0]
+    stats = gaussian_blur_valid(torch.cat([image, image * image, image * guide])[None], kernel)
+    mx, xx, xy = stats.split(channels, dim=1)
+    vx, cxy = xx - mx * mx, xy - mx * my
     ssim_map = ((2 * mx * my + SSIM_C1) * (2 * cxy + SSIM_C2)) / ((mx * mx + my * my + SSIM_C1) * (vx + vy + SSIM_C2))
     return 1.0 - ssim_map.mean()
 

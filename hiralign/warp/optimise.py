@@ -41,6 +41,8 @@ class AlignmentObjective:
         self.candidate_values_t = self.candidate_values.transpose(1, 2).contiguous()  # for the backward pass
         self.distance = transport.normalised_distances(candidates.distances, params.eps)  # Eq. 21
         self.coverage = losses.patch_coverage(self.height, self.width, params.loss_patch, guide_rgb.device)
+        kernel = losses.ssim_kernel(params.ssim_window, params.ssim_sigma, self.height, self.width, guide_rgb.device)
+        self.guide_ssim_stats = losses.ssim_guide_statistics(guide_rgb, kernel)
         self.generator = torch.Generator(device=guide_rgb.device).manual_seed(params.seed)
 
     def mi_sample(self) -> torch.Tensor | None:
@@ -64,7 +66,7 @@ class AlignmentObjective:
         if "mi" in self.terms:
             values["mi"] = losses.mutual_information_loss(image, self.guide, p.mi_bins, self.mi_sample())
         if "ssim" in self.terms:
-            values["ssim"] = losses.ssim_loss(image, self.guide, p.ssim_window, p.ssim_sigma)
+            values["ssim"] = losses.ssim_loss(image, self.guide, p.ssim_window, p.ssim_sigma, self.guide_ssim_stats)
         if "grad" in self.terms:
             values["grad"] = losses.gradient_l1(image, self.guide)
         if "tv" in self.terms:

@@ -92,6 +92,8 @@ class WarpParams:
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a finite number > 0, got {value}")
+        if self.iters and not any(getattr(self, name) > 0 for name in self.loss_weight_names()):
+            raise ValueError("every Eq. 20 weight (lambda_*) is zero: nothing to optimise; set iters=0 for retrieval only")
         if self.index not in INDEX_KINDS:
             raise ValueError(f"index must be one of {INDEX_KINDS}, got {self.index!r}")
         pool = self.k * (2 * self.radius + 1) ** 2
