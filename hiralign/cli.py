@@ -48,12 +48,6 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_pretrain(args: argparse.Namespace) -> int:
-    from hiralign.train import pretrain_main
-
-    return pretrain_main(args.rest) or 0
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     script = REPO_ROOT / "benchmarks" / f"{args.name}.py"
     if not script.exists():
@@ -82,9 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--kind", help="cave | icvl | kaist | hsidwrd | generic (guessed if omitted)")
     data.set_defaults(func=cmd_data)
 
-    pre = sub.add_parser("pretrain", help="pretrain a restorer on the source domain (see --help)", add_help=False)
-    pre.add_argument("rest", nargs=argparse.REMAINDER)
-    pre.set_defaults(func=cmd_pretrain)
+    sub.add_parser("pretrain", help="pretrain a restorer on the source domain (hiralign pretrain --help)", add_help=False)
 
     bench = sub.add_parser("bench", help="run benchmarks/NAME.py with the given arguments")
     bench.add_argument("name")
@@ -94,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["pretrain"]:  # its own argparse owns every option after the word
+        from hiralign.train import pretrain_main
+
+        return pretrain_main(argv[1:]) or 0
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -36,7 +36,7 @@ from hiralign import metrics
 from hiralign.finetune import ADAPTED, file_sha256, load_inputs, missing_artifact, resolve_checkpoint, target_images
 from hiralign.report import Table, provenance, write_tables
 from hiralign.restorers.inference import restore
-from hiralign.store import RunStore
+from hiralign.store import RunStore, resolve_run_dir
 from hiralign.tasks import Task, get_task
 from hiralign.train import load_checkpoint, reference_input
 
@@ -151,7 +151,7 @@ def discover_models(run_dir: Path | str, source_checkpoint: str | Path = "") -> 
     """Method -> checkpoint: ``source-only`` (``source_checkpoint``, default the one recorded in
     01_proxy.h5) then every stage-3 model (from 04_finetune.h5, else the ``04_model*.safetensors``
     files: ``04_model`` is ``adapted``, ``04_model_<method>`` is ``<method>``)."""
-    run_dir = Path(run_dir)
+    run_dir = resolve_run_dir(run_dir)
     store = RunStore(run_dir)
     if not source_checkpoint:
         if not store.exists("01_proxy"):
@@ -261,7 +261,7 @@ def evaluate_run(run_dir: Path | str, models: Mapping[str, str | Path] | None = 
     HSIs in 01_proxy.h5. ``params`` (the caller's parameters) go into the provenance.
     """
     tic = time.perf_counter()
-    run_dir = Path(run_dir)
+    run_dir = resolve_run_dir(run_dir)
     store = RunStore(run_dir)
     inputs = load_inputs(run_dir, need_synthesized=store.exists("03_warp"))
     targets = target_images(inputs)

@@ -51,7 +51,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from hiralign.store import ArtifactError, RunStore
+from hiralign.store import ArtifactError, RunStore, resolve_run_dir
 from hiralign.tasks import Task, get_task
 from hiralign.train import (Pair, TrainConfig, TrainResult, evaluate_pairs, load_checkpoint, read_checkpoint_config,
                             resume_path, train_pairs)
@@ -350,7 +350,7 @@ def target_images(inputs: FinetuneInputs) -> TargetImages:
 
 def missing_artifact(run_dir: Path | str, stage: str, notebook: str) -> ArtifactError:
     """The error for an absent stage artifact: names the file and the notebook that makes it."""
-    return ArtifactError(f"{Path(run_dir) / (stage + '.h5')} is missing: run notebooks/{notebook}.ipynb "
+    return ArtifactError(f"{resolve_run_dir(run_dir) / (stage + '.h5')} is missing: run notebooks/{notebook}.ipynb "
                          f"(or `hiralign run params/demo.yaml --until {notebook}`) with run_dir={run_dir} first")
 
 
@@ -508,7 +508,7 @@ def model_path(run_dir: Path | str, method: str = ADAPTED) -> Path:
     """Checkpoint file of a finetuned model: ``04_model.safetensors`` for the main (``adapted``) run,
     ``04_model_<method>.safetensors`` for comparison runs (``proxy-only``, ``upper-bound`` ...)."""
     suffix = "" if method == ADAPTED else f"_{method}"
-    return Path(run_dir) / f"04_model{suffix}.safetensors"
+    return resolve_run_dir(run_dir) / f"04_model{suffix}.safetensors"
 
 
 def finetune_runs(composition: str, compare: Sequence[str] = (), upper_bound: bool = False) -> dict[str, str]:

@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 import yaml
 
+from hiralign.store import resolve_run_dir
+
 #: Stages in execution order: notebook stem -> the artifact (glob) that proves it ran.
 STAGES: dict[str, str] = {
     "00_data": "00_data.h5",
@@ -188,7 +190,7 @@ def run_pipeline(
     (used by the table grids, whose runs share their first stages).
     """
     notebooks_dir = Path(notebooks_dir).resolve()
-    run_dir = config.run_dir.resolve()
+    run_dir = resolve_run_dir(config.run_dir)
     out_dir = run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     shared = {**config.shared, "run_dir": str(run_dir)}  # notebooks run with cwd=notebooks/

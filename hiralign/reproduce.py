@@ -718,7 +718,7 @@ def plot_rows(results: dict, metric: str = "psnr"):
 
 def plot_gains(results: dict, metric: str = "psnr"):
     """The gain of each compared row over its baseline, the paper's beside ours; gains whose direction
-    disagrees with the paper's are drawn red and marked."""
+    disagrees with the paper's are drawn red in both panels."""
     import matplotlib.pyplot as plt
 
     comps = [c for c in results.get("comparisons", []) if c["metric"] == metric]
@@ -735,9 +735,6 @@ def plot_gains(results: dict, metric: str = "psnr"):
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(comps)), labels, fontsize=8)
     axes[0].invert_yaxis()
-    for k, c in enumerate(comps):
-        if c["verdict"] == "DISAGREES":
-            axes[1].annotate(" disagrees", (c["our_gain"], k), color="#d62728", fontsize=8, va="center")
     fig.tight_layout()
     return fig
 

@@ -102,6 +102,12 @@ def _read_tree(group: h5py.Group) -> dict:
     return out
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_artifact(path: Path | str, data: Mapping[str, Any], params: Mapping[str, Any], stage: str = "", attrs: Mapping[str, Any] | None = None) -> Path:
     """Write ``data`` (nested dict of arrays) to HDF5 at ``path`` atomically (temp file + rename)."""
     path = Path(path)
@@ -118,6 +124,7 @@ def write_artifact(path: Path | str, data: Mapping[str, Any], params: Mapping[st
             f.attrs["stage"] = stage or path.stem
             for key, value in (attrs or {}).items():
                 f.attrs[key] = value
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -156,11 +163,34 @@ def read_artifact(path: Path | str, params: Mapping[str, Any] | None = None) -> 
     return Artifact(path=path, data=data, params=stored, attrs=attrs)
 
 
+def project_root(start: Path | None = None) -> Path | None:
+    """The hiralign checkout containing ``start`` (default: cwd): a folder with ``notebooks/`` and
+    ``pyproject.toml``, searched upwards; None outside a checkout."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "notebooks").is_dir() and (folder / "pyproject.toml").is_file():
+            return folder
+    return None
+
+
+def resolve_run_dir(run_dir: Path | str) -> Path:
+    """A relative ``run_dir`` is taken relative to the project root, so ``runs/demo`` names the same
+    folder from JupyterLab (cwd ``notebooks/``), from papermill in the repo root and from the CLI."""
+    path = Path(run_dir).expanduser()
+    if path.is_absolute():
+        return path
+    root = project_root()
+    return (root / path) if root is not None else path.resolve()
+
+
 class RunStore:
-    """A run directory ``runs/<name>/`` holding one HDF5 artifact per stage."""
+    """A run directory ``runs/<name>/`` holding one HDF5 artifact per stage.
+
+    A relative ``run_dir`` is resolved against the project root (:func:`resolve_run_dir`).
+    """
 
     def __init__(self, run_dir: Path | str):
-        self.run_dir = Path(run_dir)
+        self.run_dir = resolve_run_dir(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
     def path(self, stage: str) -> Path:

@@ -13,7 +13,6 @@ Every restorer is called as ``model(x, **task.extra_inputs(info))`` on an ``(N, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -57,11 +56,6 @@ class Task:
             raise ValueError(f"task {self.name!r}: mask shape {mask.shape} differs from observation shape {tuple(shape)}")
         return {"mask": mask}
 
-    def input_shape(self, clean_shape: tuple[int, int, int]) -> tuple[int, int, int]:
-        """Shape of the observation for a clean cube of ``clean_shape`` (B, H, W)."""
-        b, h, w = clean_shape
-        return (b, h // self.scale, w // self.scale)
-
 
 TASKS: dict[str, Task] = {
     t.name: t
@@ -89,9 +83,4 @@ def get_task(task: str | Task) -> Task:
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
     return TASKS[task]
-
-
-def task_names() -> list[str]:
-    """Names of every known task."""
-    return list(TASKS)
 

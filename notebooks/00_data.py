@@ -39,7 +39,7 @@ n_source_test: int = 6  # source-domain test images
 n_target_observed: int = 8  # target images whose degraded observations are used for adaptation
 n_target_unobserved: int = 8  # held-out target images (generalisation, Table X)
 seed: int = 0  # seed of every random choice (layouts, materials, splits)
-run_dir: str = "../runs/demo"  # run directory; 00_data.h5 is written here
+run_dir: str = "runs/demo"  # run directory (relative: to the project root); 00_data.h5 is written here
 force: bool = False  # rebuild even if 00_data.h5 exists with the same parameters
 interactive: bool = False  # show an ipywidgets band/pixel explorer (never needed headless)
 

@@ -36,7 +36,7 @@
 # and names the notebook that makes them.
 
 # %% tags=["parameters"]
-run_dir: str = "../runs/demo"  # run directory: reads 01_proxy.h5 + 03_warp.h5, writes 04_model*.safetensors + 04_finetune.h5
+run_dir: str = "runs/demo"  # run directory (relative: to the project root): reads 01_proxy.h5 + 03_warp.h5, writes 04_model*.safetensors + 04_finetune.h5
 task: str = ""  # restoration task; empty: the task of 01_proxy.h5 (a different one is an error)
 backbone: str = ""  # expected backbone of the source checkpoint; empty: whatever it holds
 checkpoint: str = ""  # source checkpoint (.safetensors); empty: the one 01_proxy used

@@ -30,7 +30,7 @@
 # (+ `05_metrics_per_image.csv`, `05_metrics_spectral_fidelity.csv`), each with provenance.
 
 # %% tags=["parameters"]
-run_dir: str = "../runs/demo"  # run directory: reads 01_proxy.h5, 03_warp.h5, 04_model*; writes 05_metrics.*
+run_dir: str = "runs/demo"  # run directory (relative: to the project root): reads 01_proxy.h5, 03_warp.h5, 04_model*; writes 05_metrics.*
 device: str = "cpu"  # torch device for inference: cpu or cuda
 threads: int = 0  # torch CPU threads (0: library default; 1 is fastest on a busy machine)
 seed: int = 0  # seed of the sPr/sRec spectra sampling and of random figure pixels

@@ -13,9 +13,7 @@ from torch import nn
 from hiralign import proxy as stage1
 from hiralign import restorers
 from hiralign.data import Cube
-from hiralign.spectral import VISIBLE_31
 from hiralign.store import RunStore
-from hiralign.tasks import get_task
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "01_proxy.ipynb"
 
@@ -98,6 +96,8 @@ def test_gap_table_reports_each_split_and_their_difference():
         assert row["model gain"] == pytest.approx(row["model PSNR"] - row["input PSNR"])
         assert 0 < row["model gain"] < 2
     assert rows[2]["model PSNR"] == pytest.approx(rows[0]["model PSNR"] - rows[1]["model PSNR"])
+    with_baseline = stage1.gap_table(identity, nn.Identity(), splits, "denoise-gaussian", seed=0, tile=None)
+    assert all(r["model - baseline"] == pytest.approx(0) for r in with_baseline)
     table = stage1.markdown_table(rows)
     assert table.count("\n") == 4 and "| split |" in table
 

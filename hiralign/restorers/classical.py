@@ -211,7 +211,8 @@ class BicubicUpsampler(nn.Module):
         self.tile_align = 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        # antialias=True selects PyTorch's Keys a = -0.5 kernel (MATLAB imresize), as sr-bicubic uses
+        return F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False, antialias=True)
 
 
 #: Solver settings per task, chosen by a small grid search on 3 source-test + 3 target-observed

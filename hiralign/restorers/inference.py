@@ -102,7 +102,8 @@ def restore_batch(model: nn.Module, x: torch.Tensor, extra: dict[str, torch.Tens
         if tile is None or (h <= tile and w <= tile):
             return model(x, **extra)
         if overlap is None:
-            overlap = getattr(model, "receptive_radius", None) or DEFAULT_OVERLAP
+            overlap = getattr(model, "receptive_radius", None)
+            overlap = DEFAULT_OVERLAP if overlap is None else overlap
         align = getattr(model, "tile_align", 1) or 1
         rows, cols = tile_spans(h, tile, overlap, align), tile_spans(w, tile, overlap, align)
         out = weight = None
