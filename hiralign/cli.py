@@ -1,4 +1,4 @@
-"""Command line: ``hiralign run``, ``hiralign data``, ``hiralign pretrain``, ``hiralign bench``."""
+"""Command line: ``hiralign run``, ``hiralign reproduce``, ``hiralign pretrain``, ``hiralign data``, ``hiralign bench``."""
 from __future__ import annotations
 
 import argparse
@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.set_defaults(func=cmd_data)
 
     sub.add_parser("pretrain", help="pretrain a restorer on the source domain (hiralign pretrain --help)", add_help=False)
+    sub.add_parser("reproduce", help="regenerate a paper table: hiralign reproduce TABLE --profile mini", add_help=False)
 
     bench = sub.add_parser("bench", help="run benchmarks/NAME.py with the given arguments")
     bench.add_argument("name")
@@ -91,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         from hiralign.train import pretrain_main
 
         return pretrain_main(argv[1:]) or 0
+    if argv[:1] == ["reproduce"]:
+        from hiralign.reproduce import reproduce_main
+
+        return reproduce_main(argv[1:]) or 0
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -18,9 +18,10 @@ Parameter files
 
 For a profile ``P`` an experiment resolves as the deep merge (later wins) of
 ``_defaults.profiles[P]`` < ``_defaults.datasets[<dataset>][P]`` < the experiment < its
-``profiles[P]`` (``requires`` lists are joined, not replaced). Its top-level ``task``, ``backbone`` and ``generator`` go to every notebook that
-declares a parameter of that name. Paths listed under ``requires`` are relative to the repository
-root; they are checked before anything runs and passed to the notebooks as absolute paths.
+``profiles[P]`` (``requires`` lists are joined, not replaced). Its top-level ``task``,
+``backbone`` and ``generator`` go to every notebook that declares a parameter of that name.
+Paths listed under ``requires`` are relative to the repository root; they are checked before
+anything runs and passed to the notebooks as absolute paths.
 
 Resuming: a run directory keeps its stages' artifacts; running a table again executes only what
 is missing or out of date. Runs that share their first stages share them through the pipeline's
@@ -44,8 +45,7 @@ from typing import Any, Callable, Sequence
 import yaml
 
 from hiralign.executors import EXECUTORS, RunJob, RunOutcome, SlurmSettings, run_local, run_slurm
-from hiralign.paper_numbers import (METRICS, PAPER_NUMBERS, PaperTable, direction_verdict, improvement,
-                                    load_paper_numbers)
+from hiralign.paper_numbers import METRICS, PaperTable, direction_verdict, improvement, load_paper_numbers
 from hiralign.pipeline import STAGES, notebook_parameters
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -315,7 +315,7 @@ def check_datasets(spec: TableSpec, defaults: dict, repo_root: Path = REPO_ROOT)
     if not missing:
         return
     origins = defaults.get("origins", {})
-    lines = [f"{spec.table} --profile {spec.profile} needs dataset paths that do not exist:"]
+    lines = [f"{spec.table} --profile {spec.profile} needs data (datasets, model weights) missing at:"]
     for path, dataset in missing:
         origin = origins.get(path.rstrip("/"), {})
         how = f"{origin.get('name', dataset)}: {origin.get('get', 'see docs/datasets.md')}"
@@ -752,7 +752,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="paper: full size on GPU with the real datasets; mini: CPU-sized on the synthetic stand-in")
     parser.add_argument("--executor", choices=EXECUTORS, default="local", help="local process pool or SLURM via submitit")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (local workers / SLURM array parallelism)")
-    parser.add_argument("--runs-root", default=str(REPO_ROOT / "runs" / "reproduce"), help="one run directory per experiment below it")
+    parser.add_argument("--runs-root", default=str(REPO_ROOT / "runs" / "reproduce"),
+                        help="one run directory per experiment below it")
     parser.add_argument("--results-dir", default=str(REPO_ROOT / "results"), help="where <table>.md/.csv/.json go")
     parser.add_argument("--params-root", default=str(PARAMS_ROOT), help=argparse.SUPPRESS)
     parser.add_argument("--notebooks", default=str(NOTEBOOKS_DIR), help="folder of the numbered notebooks")

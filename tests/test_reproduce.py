@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from hiralign import reproduce as rp
-from hiralign.paper_numbers import METRICS, direction_verdict, improvement, load_paper_numbers
+from hiralign.paper_numbers import direction_verdict, improvement, load_paper_numbers
 from hiralign.pipeline import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
