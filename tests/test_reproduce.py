@@ -99,8 +99,7 @@ def test_mini_profile_is_cpu_sized_and_labelled_paper_profile_names_real_dataset
 
 def test_every_table_expands_to_parameters_the_notebooks_declare():
     declared = rp.declared_parameters(rp.NOTEBOOKS_DIR)
-    if len(declared) < len(STAGES):
-        pytest.skip(f"notebooks {sorted(set(STAGES) - set(declared))} do not exist yet")
+    assert set(declared) == set(STAGES), f"notebooks {sorted(set(STAGES) - set(declared))} are missing"
     paper = load_paper_numbers()
     for table in ALL_TABLES:
         for profile in rp.PROFILES:
