@@ -29,6 +29,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 import hiralign
+from hiralign.store import PLAIN_TYPES, plain_value
 
 #: Number formats of the usual metric columns in markdown (CSV and JSON keep full precision).
 DEFAULT_FORMATS = {"psnr": ".2f", "ssim": ".4f", "sam": ".2f", "spr": ".3f", "srec": ".3f", "loss": ".4g",
@@ -37,12 +38,8 @@ DEFAULT_FORMATS = {"psnr": ".2f", "ssim": ".4f", "sam": ".2f", "spr": ".3f", "sr
 
 def _plain(value: Any) -> Any:
     """A JSON-friendly version of ``value`` (numpy scalars/arrays, paths, tuples)."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
+    if isinstance(value, PLAIN_TYPES):
+        return plain_value(value)
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -30,19 +30,24 @@ class StaleArtifactError(ArtifactError):
     """An artifact exists but was made with other parameters; the message lists the differences."""
 
 
+#: Types :func:`plain_value` turns into JSON values.
+PLAIN_TYPES = (np.generic, np.ndarray, Path)
+
+
+def plain_value(value: Any) -> Any:
+    """A numpy scalar/array or a path as a JSON value; ``TypeError`` for anything else JSON cannot hold."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"value {value!r} is not JSON-serialisable")
+
+
 def canonical_params(params: Mapping[str, Any]) -> str:
     """Parameters as canonical JSON (sorted keys, numpy scalars/arrays as plain values)."""
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, np.generic):
-            return value.item()
-        if isinstance(value, np.ndarray):
-            return value.tolist()
-        if isinstance(value, Path):
-            return str(value)
-        raise TypeError(f"parameter value {value!r} is not JSON-serialisable")
-
-    return json.dumps(dict(params), sort_keys=True, default=plain)
+    return json.dumps(dict(params), sort_keys=True, default=plain_value)
 
 
 def param_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
