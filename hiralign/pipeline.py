@@ -18,14 +18,23 @@ import yaml
 
 from hiralign.store import resolve_run_dir
 
-#: Stages in execution order: notebook stem -> the artifact (glob) that proves it ran.
+#: Stages in execution order: notebook stem -> the artifact that proves it ran.
 STAGES: dict[str, str] = {
     "00_data": "00_data.h5",
     "01_proxy": "01_proxy.h5",
     "02_rgb_guides": "02_guides.h5",
     "03_warp": "03_warp.h5",
-    "04_finetune": "04_model*",
+    "04_finetune": "04_model.safetensors",
     "05_evaluate": "05_metrics.json",
+}
+#: Every file a stage writes (globs), copied together by the stage cache.
+STAGE_FILES: dict[str, tuple[str, ...]] = {
+    "00_data": ("00_*",),
+    "01_proxy": ("01_*",),
+    "02_rgb_guides": ("02_*",),
+    "03_warp": ("03_*",),
+    "04_finetune": ("04_*",),
+    "05_evaluate": ("05_*",),
 }
 #: Keys of the YAML's top level passed to every notebook that declares them.
 SHARED_KEYS = ("run_dir", "device", "seed")
@@ -118,12 +127,12 @@ def _write_state(run_dir: Path, state: dict[str, str]) -> None:
 
 
 def artifact_exists(run_dir: Path, stage: str) -> bool:
-    return any(run_dir.glob(STAGES[stage]))
+    return (run_dir / STAGES[stage]).exists()
 
 
 def _stage_files(run_dir: Path, stage: str) -> list[Path]:
     """The artifact files of a stage plus its executed notebook."""
-    files = sorted(run_dir.glob(STAGES[stage]))
+    files = sorted(f for pattern in STAGE_FILES[stage] for f in run_dir.glob(pattern) if f.is_file())
     notebook = run_dir / "notebooks" / f"{stage}.ipynb"
     return files + ([notebook] if notebook.exists() else [])
 

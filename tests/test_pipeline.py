@@ -16,7 +16,7 @@ from hiralign.pipeline import STAGES, PipelineError, load_config, run_pipeline
 
 WRITE = {
     "00_data": "00_data.h5", "01_proxy": "01_proxy.h5", "02_rgb_guides": "02_guides.h5",
-    "03_warp": "03_warp.h5", "04_finetune": "04_model.json", "05_evaluate": "05_metrics.json",
+    "03_warp": "03_warp.h5", "04_finetune": "04_model.safetensors", "05_evaluate": "05_metrics.json",
 }
 
 
@@ -105,3 +105,18 @@ def test_stage_cache_serves_identical_upstream_stages_to_another_run(setup, tmp_
     assert sum("stage cache" in m for m in messages) == 3
     assert (run2 / "02_guides.h5").exists() and (run2 / "notebooks" / "01_proxy.ipynb").exists()
     assert (run2 / "03_warp.h5").read_text() == "5"
+
+
+def test_stage_cache_carries_every_file_a_stage_writes(tmp_path):
+    from hiralign.pipeline import cache_fetch, cache_store
+
+    run, other, cache = tmp_path / "a", tmp_path / "b", tmp_path / "cache"
+    for d in (run / "notebooks", other / "notebooks"):
+        d.mkdir(parents=True)
+    for name in ("04_model.safetensors", "04_model_proxy-only.safetensors", "04_finetune.h5"):
+        (run / name).write_text(name)
+    (run / "05_metrics.json").write_text("not this stage")
+    cache_store(cache, "04_finetune", "fp", run)
+    assert cache_fetch(cache, "04_finetune", "fp", other)
+    assert sorted(p.name for p in other.iterdir() if p.is_file()) == [
+        "04_finetune.h5", "04_model.safetensors", "04_model_proxy-only.safetensors"]

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params" / "paper"
 ALL_TABLES = [f"table{i}" for i in range(1, 12)]
 WRITE = {"00_data": "00_data.h5", "01_proxy": "01_proxy.h5", "02_rgb_guides": "02_guides.h5",
-         "03_warp": "03_warp.h5", "04_finetune": "04_model.json", "05_evaluate": "05_metrics.json"}
+         "03_warp": "03_warp.h5", "04_finetune": "04_model.safetensors", "05_evaluate": "05_metrics.json"}
 
 # ----------------------------------------------------------------------------- the paper's numbers
 
@@ -149,7 +149,7 @@ def make_notebook(folder: Path, stage: str) -> None:
     )
     if stage == "05_evaluate":  # the layout of hiralign.evaluate.write_metrics
         body += (
-            "v = int(Path(run_dir, '04_model.json').read_text())\n"
+            "v = int(Path(run_dir, '04_model.safetensors').read_text())\n"
             "rows = []\n"
             "for split in ('observed', 'unobserved', 'total'):\n"
             "    rows.append(['source-only', '', split, 2, 30.0, 0.90, 10.0])\n"
