@@ -333,14 +333,16 @@ def _load_cave_folder(folder: Path, wavelengths: Any) -> Cube:
     return _cube(data, wl, scene, meta, folder)
 
 
-def _load_cave_mat(path: Path, wavelengths: Any, variable: str | None) -> Cube:
+def _load_reflectance_mat(path: Path, dataset: str, grid: np.ndarray, preferred: tuple[str, ...],
+                          wavelengths: Any, variable: str | None) -> Cube:
+    """A reflectance ``.mat`` (v5 or v7.3) of a dataset whose default band grid is ``grid``."""
     arrays = read_variables(path)
-    name = select_cube_variable(arrays, path, variable, preferred=("Omsi",))
-    counts = (CAVE_WAVELENGTHS.size,) if wavelengths is None else (np.size(wavelengths),)
+    name = select_cube_variable(arrays, path, variable, preferred=preferred)
+    counts = (grid.size,) if wavelengths is None else (np.size(wavelengths),)
     data, layout = to_band_first(arrays[name], "auto", path, counts)
     data, divisor, how = to_unit_range(data, "auto", path)
-    wl = _default_wavelengths("CAVE", data.shape[0], CAVE_WAVELENGTHS, path) if wavelengths is None else wavelengths
-    meta = {"dataset": "cave", "source": str(path), "format": "mat", "variable": name,
+    wl = _default_wavelengths(dataset, data.shape[0], grid, path) if wavelengths is None else wavelengths
+    meta = {"dataset": dataset.lower(), "source": str(path), "format": "mat", "variable": name,
             "layout_on_disk": layout, "scale": divisor, "scaling": how}
     return _cube(data, wl, path.stem, meta, path)
 
@@ -361,7 +363,7 @@ def load_cave(path: str | Path, wavelengths: Sequence[float] | None = None, vari
     if path.is_dir():
         return _load_cave_folder(path, wavelengths)
     if path.suffix.lower() == ".mat":
-        return _load_cave_mat(path, wavelengths, variable)
+        return _load_reflectance_mat(path, "CAVE", CAVE_WAVELENGTHS, ("Omsi",), wavelengths, variable)
     raise DatasetError(f"{path}: a CAVE scene is a folder of band PNGs or a .mat file")
 
 
@@ -417,16 +419,7 @@ def load_kaist(path: str | Path, wavelengths: Sequence[float] | None = None, var
     ``wavelengths`` a 31-band cube gets 420..720 nm at 10 nm; other band counts (e.g. 28-band CASSI
     conversions) must pass their wavelengths.
     """
-    path = _existing(path)
-    arrays = read_variables(path)
-    name = select_cube_variable(arrays, path, variable, preferred=("HSI", "hsi"))
-    counts = (KAIST_WAVELENGTHS.size,) if wavelengths is None else (np.size(wavelengths),)
-    data, layout = to_band_first(arrays[name], "auto", path, counts)
-    data, divisor, how = to_unit_range(data, "auto", path)
-    wl = _default_wavelengths("KAIST", data.shape[0], KAIST_WAVELENGTHS, path) if wavelengths is None else wavelengths
-    meta = {"dataset": "kaist", "source": str(path), "format": "mat", "variable": name,
-            "layout_on_disk": layout, "scale": divisor, "scaling": how}
-    return _cube(data, wl, path.stem, meta, path)
+    return _load_reflectance_mat(_existing(path), "KAIST", KAIST_WAVELENGTHS, ("HSI", "hsi"), wavelengths, variable)
 
 
 # ----------------------------------------------------------------------------- HSIDwrD
