@@ -36,8 +36,8 @@ STAGE_FILES: dict[str, tuple[str, ...]] = {
     "04_finetune": ("04_*",),
     "05_evaluate": ("05_*",),
 }
-#: Keys of the YAML's top level passed to every notebook that declares them.
-SHARED_KEYS = ("run_dir", "device", "seed")
+#: Keys of the YAML's top level passed to every notebook that declares them (plus ``run_dir``).
+SHARED_KEYS = ("device", "seed")
 STATE_FILE = "pipeline.json"
 
 
@@ -69,7 +69,6 @@ def load_config(path: Path | str, overrides: dict[str, dict[str, Any]] | None = 
     name = str(raw.get("name", path.stem))
     run_dir = Path(raw.get("run_dir", f"runs/{name}"))
     shared = {k: raw[k] for k in SHARED_KEYS if k in raw}
-    shared["run_dir"] = str(run_dir)
     merged = {s: dict(stages.get(s) or {}) for s in STAGES}
     for stage, values in (overrides or {}).items():
         merged.setdefault(stage, {}).update(values)
