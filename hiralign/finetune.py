@@ -58,8 +58,6 @@ from hiralign.train import (Pair, TrainConfig, TrainResult, evaluate_pairs, load
 
 #: Training-set compositions (Table VI) plus the clean-target upper bound (Table XI).
 COMPOSITIONS = ("mixed", "proxy", "generated", "clean")
-#: Synthesis ratios (generated : proxy) of Table VII; 3:1 is the paper's default.
-RATIOS = ("1:1", "2:1", "3:1", "5:1", "10:1")
 DEFAULT_RATIO = "3:1"
 #: Method names of finetuned models in the result tables, by composition; the main run is "adapted".
 METHOD_NAMES = {"mixed": "mixed", "proxy": "proxy-only", "generated": "generated-only", "clean": "upper-bound"}

@@ -309,7 +309,7 @@ def _read_cave_png(png: Path) -> tuple[np.ndarray, bool]:
 
 def _load_cave_folder(folder: Path, wavelengths: Any) -> Cube:
     files = _cave_band_files(folder)
-    bands, multichannel, dtypes = [], [], set()
+    bands, multichannel = [], []
     for index, png in files:
         band, several = _read_cave_png(png)
         if bands and band.shape != bands[0].shape:
