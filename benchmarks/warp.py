@@ -233,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     rows, notes = [], []
+    failed = 0
     for size in args.sizes:
         for index in args.indexes:
             if index == "flat" and size > args.exact_max_size:
@@ -247,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             if proc.returncode or not lines:
                 print(proc.stderr[-2000:], file=sys.stderr)
                 notes.append(f"{size}x{size} {index}: failed (exit {proc.returncode})")
+                failed += 1
                 continue
             row = json.loads(lines[-1][len("RESULT "):])
             row["wall_s"] = round(time.perf_counter() - start, 1)
@@ -255,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     machine["load_average_end"] = os.getloadavg()
     content = {"created": created, "args": {k: v for k, v in vars(args).items() if k != "worker"}, "machine": machine, "rows": rows, "notes": notes}
     print(write_report(Path(args.out), "benchmark", content))
-    return 0
+    return 1 if failed else 0  # a failed configuration is reported in the table and fails the run
 
 
 if __name__ == "__main__":

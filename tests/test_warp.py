@@ -455,7 +455,7 @@ def test_notebook_runs_headless_and_writes_its_artifact(tmp_path):
 
 
 @pytest.mark.slow
-def test_benchmark_script_writes_its_table(tmp_path):
+def test_benchmark_script_writes_its_table(tmp_path, cave_path):  # the benchmark scene is the real CAVE one
     cmd = [sys.executable, str(REPO / "benchmarks" / "warp.py"), "--sizes", "32", "--indexes", "ivf",
            "--iters", "2", "--threads", "1", "--recall-queries", "200", "--out", str(tmp_path)]
     subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
