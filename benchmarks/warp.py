@@ -22,6 +22,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+#: The real scene the figures of results/warp_bench.md were measured on (CAVE balloons, 256 x 256 x 31,
+#: MATLAB v5, variable ``Omsi``); give another with --scene or HIRALIGN_BENCH_SCENE.
+DEFAULT_SCENE = os.environ.get("HIRALIGN_BENCH_SCENE") or str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cave_balloons_ms_256.mat")
+
 COLUMNS = [
     ("size", "size"), ("index", "index"), ("descriptors", "descriptors s"), ("retrieval", "retrieval s"),
     ("optimisation", "optimisation s"), ("transfer", "transfer s"), ("total", "total s"),
@@ -61,15 +65,29 @@ def machine_description() -> dict:
     }
 
 
-def run_one(size: int, index: str, device: str, iters: int, threads: int, recall_queries: int, seed: int) -> dict:
+def scene_cube(size: int, path: Path | str):
+    """The benchmark scene, centre-cropped (size <= its side) or bilinearly upsampled (larger sizes)."""
+    import numpy as np
+    from scipy import ndimage
+
+    from hiralign.data.loaders import load_cave
+
+    cube = load_cave(path)
+    if size <= cube.height:
+        top, left = (cube.height - size) // 2, (cube.width - size) // 2
+        return cube.crop(top, left, size, size)
+    zoom = (1, size / cube.height, size / cube.width)
+    return cube.replace(np.clip(ndimage.zoom(cube.data, zoom, order=1), 0.0, 1.0), meta={"upsampled_to": size})
+
+
+def run_one(size: int, index: str, device: str, iters: int, threads: int, recall_queries: int, seed: int, scene: str) -> dict:
     """One configuration in this process (called in a fresh subprocess, so maxrss is its own)."""
     import numpy as np
 
     from hiralign.spectral import to_rgb
     from hiralign.warp import demo_guide, spectral_warp
-    from hiralign.warp.demo import cave_demo_cube
 
-    cube = cave_demo_cube(size)
+    cube = scene_cube(size, scene)
     proxy_rgb = to_rgb(cube)
     guide = demo_guide(proxy_rgb, seed=seed, flip=True, max_shift=8, jitter=0.1, blur_sigma=0.5)
     result = spectral_warp(
@@ -112,15 +130,14 @@ ABLATION = [
 ]
 
 
-def ablation_cases(size: int, seed: int) -> dict:
+def ablation_cases(size: int, seed: int, scene: str) -> dict:
     """Guides with a known answer on a CAVE crop: (proxy HSI, proxy RGB, guide, reference HSI)."""
     import numpy as np
 
     from hiralign.spectral import to_rgb
     from hiralign.warp import demo_guide
-    from hiralign.warp.demo import cave_demo_cube
 
-    hsi = cave_demo_cube(size).data
+    hsi = scene_cube(size, scene).data
     rgb = to_rgb(hsi, np.arange(400.0, 701.0, 10.0))
     shift = np.random.default_rng(seed).integers(-6, 7, size=2)
     moved = np.roll(hsi[:, :, ::-1], shift=tuple(int(v) for v in shift), axis=(1, 2))
@@ -131,7 +148,7 @@ def ablation_cases(size: int, seed: int) -> dict:
     }
 
 
-def run_ablation(size: int, seed: int, threads: int) -> list[dict]:
+def run_ablation(size: int, seed: int, threads: int, scene: str) -> list[dict]:
     """HSI PSNR against the known answer, RGB PSNR against the guide, and seconds, per variation and case."""
     import numpy as np
 
@@ -143,7 +160,7 @@ def run_ablation(size: int, seed: int, threads: int) -> list[dict]:
     rows = []
     for name, change in ABLATION:
         row = {"variation": name}
-        for case, (hsi, rgb, guide, reference) in ablation_cases(size, seed).items():
+        for case, (hsi, rgb, guide, reference) in ablation_cases(size, seed, scene).items():
             result = spectral_warp(hsi, rgb, guide, seed=seed, threads=threads, **change)
             scale = float(guide.max())
             row[f"{case}: HSI PSNR"] = round(psnr(reference, result.hsi), 2)
@@ -217,18 +234,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ablation", action="store_true", help="run the lost-number ablation instead of the timing benchmark")
     parser.add_argument("--ablation-size", type=int, default=96, help="crop size of the ablation scene")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scene", default=DEFAULT_SCENE, help="CAVE-format .mat scene (default: HIRALIGN_BENCH_SCENE or the shared balloons scene)")
     parser.add_argument("--out", default="results/", help="folder for warp_bench.json and warp_bench.md")
     parser.add_argument("--worker", nargs=2, metavar=("SIZE", "INDEX"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if not Path(args.scene).is_file():
+        parser.error(f"benchmark scene {args.scene} not found; pass --scene PATH (a CAVE .mat file, variable Omsi)")
 
     if args.worker:
-        row = run_one(int(args.worker[0]), args.worker[1], args.device, args.iters, args.threads, args.recall_queries, args.seed)
+        row = run_one(int(args.worker[0]), args.worker[1], args.device, args.iters, args.threads, args.recall_queries, args.seed, args.scene)
         print("RESULT " + json.dumps(row))
         return 0
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     machine = machine_description()
     if args.ablation:
-        rows = run_ablation(args.ablation_size, args.seed, args.threads)
+        rows = run_ablation(args.ablation_size, args.seed, args.threads, args.scene)
         print(write_report(Path(args.out), "ablation", {"created": created, "size": args.ablation_size, "machine": machine, "rows": rows}))
         return 0
 
@@ -241,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"brute-force kNN of {size * size} x {size * size} descriptors")
                 continue
             cmd = [sys.executable, __file__, "--worker", str(size), index, "--device", args.device, "--iters", str(args.iters),
-                   "--threads", str(args.threads), "--recall-queries", str(args.recall_queries), "--seed", str(args.seed)]
+                   "--threads", str(args.threads), "--recall-queries", str(args.recall_queries), "--seed", str(args.seed), "--scene", args.scene]
             start = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]

@@ -4,7 +4,7 @@ Every operator turns a clean float cube ``(B, H, W)`` on the [0, 1] scale into a
 and reports what it did (paper Sec. IV-D: "Degradation simulation"). Operators are seeded through
 ``numpy.random.default_rng(seed)``: the same seed gives the same output, bit for bit.
 
-Noise constants follow the widely used QRNN3D / HSIR simulation code (see ``DESIGN.md``,
+Noise constants follow the widely used QRNN3D / HSIR simulation code (see ``docs/architecture.md``,
 "Canonical degradation constants"); task constants (bicubic x4, blur radius 15, band-missing ratio
 0.3, inpainting ratio 0.9) follow the paper. Outputs are float32 and are NOT clipped to [0, 1]
 unless ``clip=True`` is passed (every operator accepts it).
@@ -26,13 +26,14 @@ import torch.nn.functional as F
 from scipy.ndimage import correlate1d
 
 from hiralign.data import Cube
+from hiralign.registry import Registry
 
 Operator = Callable[..., tuple[np.ndarray, dict]]
 
-_REGISTRY: dict[str, Operator] = {}
-NAMES: tuple[str, ...] = ()
+_REGISTRY: Registry[Operator] = Registry("degradation")
+NAMES: tuple[str, ...] = ()  # the registered names, kept up to date by register()
 
-# QRNN3D / HSIR constants (DESIGN.md, "Canonical degradation constants").
+# QRNN3D / HSIR constants (docs/architecture.md, "Canonical degradation constants").
 NONIID_SIGMAS = (10 / 255, 30 / 255, 50 / 255, 70 / 255)  # AddNoiseNoniid([10, 30, 50, 70])
 IMPULSE_AMOUNTS = (0.1, 0.3, 0.5, 0.7)  # _AddNoiseImpulse([0.1, 0.3, 0.5, 0.7]), salt-vs-pepper 0.5
 COLUMN_FRACTION = (0.05, 0.15)  # _AddNoiseStripe / _AddNoiseDeadline(0.05, 0.15)
@@ -57,11 +58,9 @@ def register(name: str) -> Callable[[Operator], Operator]:
 
     def decorate(op: Operator) -> Operator:
         global NAMES
-        if name in _REGISTRY:
-            raise ValueError(f"degradation {name!r} is already registered")
         if not op.__doc__:
             raise ValueError(f"degradation {name!r} needs a docstring (describe() returns it)")
-        _REGISTRY[name] = op
+        _REGISTRY.register(name, op)  # ValueError if the name is taken
         NAMES = tuple(_REGISTRY)
         return op
 
@@ -69,9 +68,7 @@ def register(name: str) -> Callable[[Operator], Operator]:
 
 
 def _operator(name: str) -> Operator:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown degradation {name!r}; known: {', '.join(NAMES)}")
-    return _REGISTRY[name]
+    return _REGISTRY.get(name)
 
 
 def describe(name: str) -> str:

@@ -33,10 +33,12 @@ import numpy as np
 import torch
 
 from hiralign import metrics
-from hiralign.finetune import ADAPTED, file_sha256, load_inputs, missing_artifact, resolve_checkpoint, target_images
-from hiralign.report import Table, provenance, write_tables
+from hiralign.finetune import ADAPTED, load_inputs, resolve_checkpoint, target_images
+from hiralign.report import Table, provenance, read_tables, write_tables
 from hiralign.restorers.inference import restore
-from hiralign.store import RunStore, resolve_run_dir
+from hiralign.runtime import resolve_device, thread_limit
+from hiralign.stages import missing_upstream, require
+from hiralign.store import ArtifactError, RunStore, file_digest, resolve_run_dir
 from hiralign.tasks import Task, get_task
 from hiralign.train import load_checkpoint, reference_input
 
@@ -155,8 +157,8 @@ def discover_models(run_dir: Path | str, source_checkpoint: str | Path = "") -> 
     store = RunStore(run_dir)
     if not source_checkpoint:
         if not store.exists("01_proxy"):
-            raise missing_artifact(run_dir, "01_proxy", "01_proxy")
-        source_checkpoint = store.read("01_proxy").params.get("checkpoint", "")
+            raise missing_upstream(run_dir, "01_proxy", needed_by="05_evaluate")
+        source_checkpoint = store.read("01_proxy")["source_checkpoint"]
     models = {SOURCE_ONLY: resolve_checkpoint(source_checkpoint, run_dir)}
     if store.exists("04_finetune"):
         names = store.read("04_finetune")["models"]
@@ -168,7 +170,7 @@ def discover_models(run_dir: Path | str, source_checkpoint: str | Path = "") -> 
             found[suffix[1:] if suffix else ADAPTED] = path
     missing = [str(p) for p in found.values() if not p.exists()]
     if missing:
-        raise FileNotFoundError(f"stage-3 checkpoints {missing} are missing: rerun notebook 04_finetune")
+        raise ArtifactError(f"stage-3 checkpoints {missing} are missing: rerun notebook 04_finetune")
     if ADAPTED in found:  # adapted first after source-only, then the comparison runs
         found = {ADAPTED: found.pop(ADAPTED), **found}
     return {**models, **found}
@@ -184,17 +186,6 @@ def source_spectra(run_dir: Path | str) -> tuple[np.ndarray | None, dict]:
     group = art["source_train"] if "source_train" in art else {}
     cubes = group.get("cubes") if isinstance(group, dict) else None
     return (None if cubes is None or len(cubes) == 0 else np.asarray(cubes, np.float32)), dataset
-
-
-def artifact_created(path: Path) -> str:
-    """The ``created`` attribute of an HDF5 artifact (``""`` when unreadable)."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            return str(f.attrs.get("created", ""))
-    except OSError:
-        return ""
 
 
 @dataclass
@@ -295,8 +286,8 @@ def evaluate_run(run_dir: Path | str, models: Mapping[str, str | Path] | None = 
     prov = provenance(
         dict(params or {}), dataset=dataset or None, seed=seed, device=device, wall_time_s=time.perf_counter() - tic,
         task=task.name, run_dir=str(run_dir.resolve()),
-        models={m: {"path": str(p), "sha256": file_sha256(p)} for m, p in models.items()},
-        artifacts={s: artifact_created(store.path(s)) for s in ("00_data", "01_proxy", "02_guides", "03_warp", "04_finetune")
+        models={m: {"path": str(p), "sha256": file_digest(p)} for m, p in models.items()},
+        artifacts={s: store.header(s).digest for s in ("00_data", "01_proxy", "02_guides", "03_warp", "04_finetune")
                    if store.exists(s)},
         images={"observed": int(targets.observed.sum()), "unobserved": int((~targets.observed).sum()),
                 "held_out_from_00_data": targets.held_out},
@@ -312,3 +303,46 @@ def write_metrics(run_dir: Path | str, evaluation: Evaluation) -> dict[str, Path
     data = "SYNTHETIC embedded benchmark" if dataset.get("synthetic") else (dataset.get("params") or {}).get("dataset", "")
     heading = f"HIR-ALIGN evaluation: {evaluation.task}" + (f" on {data}" if data else "")
     return write_tables(run_dir, STEM, evaluation.tables, evaluation.provenance, heading=heading, markdown=MARKDOWN_TABLES)
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+def check(params: dict[str, Any]) -> None:
+    """Parameter checks of the evaluation stage (no work)."""
+    require("05_evaluate", params, "metric", lambda v: v in METRICS, f"one of {', '.join(METRICS)}")
+    for key in ("tile", "spectral_samples", "crop"):
+        require("05_evaluate", params, key, lambda v: v >= 0, ">= 0")
+    require("05_evaluate", params, "k", lambda v: v >= 1, ">= 1")
+    if "device" in params:
+        resolve_device(params["device"])
+
+
+def evaluation_tree(evaluation: Evaluation) -> dict[str, Any]:
+    """The ``05_evaluate.h5`` content: every array the figures need (the tables live in 05_metrics.json)."""
+    return {"restored": dict(evaluation.restored), "clean": evaluation.clean, "degraded": evaluation.degraded,
+            "names": list(evaluation.names), "observed": evaluation.observed, "wavelengths": evaluation.wavelengths,
+            "task": evaluation.task, "models": {m: str(p) for m, p in evaluation.models.items()}}
+
+
+def compute(stage) -> Evaluation:
+    """Evaluate every model of the run, write ``05_metrics.*`` and the ``05_evaluate.h5`` record."""
+    p = stage.params
+    for upstream in ("00_data", "01_proxy", "04_finetune") + (("03_warp",) if stage.has("03_warp") else ()):
+        stage.depends_on(upstream)
+    with thread_limit(p["threads"]):
+        evaluation = evaluate_run(stage.run_dir, device=resolve_device(p["device"]), tile=p["tile"] or None,
+                                  include_input=p["include_input"], spectral_samples=p["spectral_samples"] or None,
+                                  k=p["k"], seed=p["seed"], params=p)
+    paths = write_metrics(stage.run_dir, evaluation)
+    stage.write(evaluation_tree(evaluation), files=tuple(paths.values()))
+    return evaluation
+
+
+def load(store: RunStore) -> Evaluation:
+    """``05_evaluate.h5`` and ``05_metrics.json`` read back (verified): the same object :func:`compute` returned."""
+    art = store.read("05_evaluate")
+    tables, prov = read_tables(store.run_dir / f"{STEM}.json")
+    return Evaluation(list(tables.values()), prov, dict(art["restored"]), art["clean"], art["degraded"],
+                      [str(n) for n in art["names"]], np.asarray(art["observed"], bool), art["wavelengths"],
+                      str(art["task"]), {m: Path(v) for m, v in art["models"].items()})

@@ -44,17 +44,18 @@ checkpoint, the composition, the ratio and the per-epoch history.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from hiralign.store import ArtifactError, RunStore, resolve_run_dir
+from hiralign.runtime import resolve_device, thread_limit
+from hiralign.stages import missing_upstream
+from hiralign.store import Artifact, ArtifactError, RunStore, file_digest, resolve_run_dir
 from hiralign.tasks import Task, get_task
-from hiralign.train import (Pair, TrainConfig, TrainResult, evaluate_pairs, load_checkpoint, read_checkpoint_config,
-                            resume_path, train_pairs)
+from hiralign.train import (CheckpointError, Pair, TrainConfig, TrainResult, evaluate_pairs, load_checkpoint,
+                            read_checkpoint_config, resume_path, train_pairs)
 
 #: Training-set compositions (Table VI) plus the clean-target upper bound (Table XI).
 COMPOSITIONS = ("mixed", "proxy", "generated", "clean")
@@ -266,7 +267,7 @@ class FinetuneInputs:
 
     ``proxies`` / ``synthesized`` / ``clean_observed`` cover the observed images only (in 01 order);
     ``degraded`` / ``clean`` / ``names`` / ``observed`` cover every target image (for validation and
-    evaluation). ``task`` and ``source_checkpoint`` come from the 01_proxy parameters.
+    evaluation). ``task`` and ``source_checkpoint`` come from 01_proxy.h5.
     """
 
     wavelengths: np.ndarray
@@ -281,7 +282,6 @@ class FinetuneInputs:
     source_checkpoint: str
     run_dir: Path
     params: dict = field(default_factory=dict)
-    versions: dict = field(default_factory=dict)
 
     @property
     def clean_observed(self) -> np.ndarray | None:
@@ -346,72 +346,69 @@ def target_images(inputs: FinetuneInputs) -> TargetImages:
     return TargetImages(names, observed, np.stack(degraded), extras, np.stack(clean), n_held)
 
 
-def missing_artifact(run_dir: Path | str, stage: str, notebook: str) -> ArtifactError:
-    """The error for an absent stage artifact: names the file and the notebook that makes it."""
-    return ArtifactError(f"{resolve_run_dir(run_dir) / (stage + '.h5')} is missing: run notebooks/{notebook}.ipynb "
-                         f"(or `hiralign run params/demo.yaml --until {notebook}`) with run_dir={run_dir} first")
-
-
-def _observed_rows(warp: Any, names: list[str], observed: np.ndarray, run_dir: Path) -> np.ndarray:
+def _observed_rows(warp: Any, names: list[str], observed: np.ndarray) -> np.ndarray:
     """Rows of 01's images that 03_warp's ``hsi`` rows belong to (by ``names`` when stored)."""
     n = warp["hsi"].shape[0]
     if "names" in warp:
         wanted = list(warp["names"])
         unknown = [w for w in wanted if w not in names]
         if unknown:
-            raise ArtifactError(f"{run_dir / '03_warp.h5'} holds images {unknown} that 01_proxy.h5 does not have "
-                                "(made from its own demo pair?); rerun notebook 03_warp with this run_dir")
+            raise ArtifactError(f"{warp.path} holds images {unknown} that 01_proxy.h5 does not have; "
+                                "rerun notebook 03_warp with this run_dir")
         return np.array([names.index(w) for w in wanted])
     if n == int(observed.sum()):
         return np.flatnonzero(observed)
     if n == len(names):
         return np.arange(len(names))
-    raise ArtifactError(f"{run_dir / '03_warp.h5'} has {n} images but 01_proxy.h5 has {int(observed.sum())} observed "
+    raise ArtifactError(f"{warp.path} has {n} images but 01_proxy.h5 has {int(observed.sum())} observed "
                         f"of {len(names)}; rerun notebook 03_warp")
 
 
-def load_inputs(run_dir: Path | str, need_synthesized: bool = True) -> FinetuneInputs:
-    """Read 01_proxy.h5 and (when ``need_synthesized``) 03_warp.h5 from ``run_dir``.
+def synthesized_of(warp: Artifact, names: list[str], observed: np.ndarray) -> np.ndarray:
+    """The synthesized HSIs ``(P, G, B, H, W)`` of the observed images (01 order) from a ``03_warp.h5`` record.
 
     Synthesized HSIs of unobserved images (if 03_warp made any) are dropped: only observed target
-    images feed the finetuning set. A missing artifact raises an :class:`ArtifactError` naming the
-    notebook that makes it.
+    images feed the finetuning set. A demo record (``demo=True``) is refused.
     """
-    store = RunStore(run_dir)
-    if not store.exists("01_proxy"):
-        raise missing_artifact(store.run_dir, "01_proxy", "01_proxy")
-    art = store.read("01_proxy")
-    names = [str(n) for n in art["names"]]
-    observed = np.asarray(art["observed"], dtype=bool)
+    if warp.attrs.get("demo"):
+        raise ArtifactError(f"{warp.path} was made from a DEMO pair (demo=True), not from this run's proxies; "
+                            "rerun notebook 03_warp with demo=False")
+    rows = _observed_rows(warp, names, observed)
+    keep = observed[rows]
+    hsi = np.asarray(warp["hsi"], dtype=np.float32)
+    if hsi.ndim == 4:  # (N, B, H, W): one synthesized HSI per image
+        hsi = hsi[:, None]
+    lacking = sorted(set(np.flatnonzero(observed)) - set(rows[keep]))
+    if lacking:
+        raise ArtifactError(f"{warp.path} has no synthesized HSIs for observed images {[names[i] for i in lacking]}; "
+                            "rerun notebook 03_warp on every observed proxy (max_pairs=0)")
+    return hsi[keep][np.argsort(rows[keep])]  # observed rows in 01 order
+
+
+def inputs_from(proxy: Artifact, warp: Artifact | None) -> FinetuneInputs:
+    """Stage-3 inputs from verified ``01_proxy.h5`` and (optionally) ``03_warp.h5`` records."""
+    names = [str(n) for n in proxy["names"]]
+    observed = np.asarray(proxy["observed"], dtype=bool)
     if not observed.any():
-        raise ArtifactError(f"{art.path} marks no target image as observed; rerun notebook 01_proxy with observed images")
-    proxies = np.asarray(art["proxy"], dtype=np.float32)
-    versions = {"01_proxy": art.attrs.get("created", "")}
-    synthesized = None
-    if need_synthesized:
-        if not store.exists("03_warp"):
-            raise missing_artifact(store.run_dir, "03_warp", "03_warp")
-        warp = store.read("03_warp")
-        rows = _observed_rows(warp, names, observed, store.run_dir)
-        keep = observed[rows]
-        hsi = np.asarray(warp["hsi"], dtype=np.float32)
-        if hsi.ndim == 4:  # (N, B, H, W): one synthesized HSI per image
-            hsi = hsi[:, None]
-        order = np.argsort(rows[keep])  # observed rows in 01 order
-        synthesized = hsi[keep][order]
-        lacking = sorted(set(np.flatnonzero(observed)) - set(rows[keep]))
-        if lacking:
-            raise ArtifactError(f"{warp.path} has no synthesized HSIs for observed images {[names[i] for i in lacking]}; "
-                                "rerun notebook 03_warp on every observed proxy (max_pairs=0)")
-        versions["03_warp"] = warp.attrs.get("created", "")
-    params = art.params
+        raise ArtifactError(f"{proxy.path} marks no target image as observed; rerun notebook 01_proxy with observed images")
     return FinetuneInputs(
-        wavelengths=np.asarray(art["wavelengths"], dtype=np.float64), names=names, observed=observed,
-        degraded=np.asarray(art["degraded"], dtype=np.float32), degradation=art["degradation"] if "degradation" in art else {},
-        proxies=proxies[observed], synthesized=synthesized,
-        clean=np.asarray(art["clean"], dtype=np.float32) if "clean" in art else None,
-        task=str(params.get("task", "")), source_checkpoint=str(params.get("checkpoint", "")),
-        run_dir=store.run_dir, params=dict(params), versions=versions)
+        wavelengths=np.asarray(proxy["wavelengths"], dtype=np.float64), names=names, observed=observed,
+        degraded=np.asarray(proxy["degraded"], dtype=np.float32), degradation=proxy["degradation"] if "degradation" in proxy else {},
+        proxies=np.asarray(proxy["proxy"], dtype=np.float32)[observed],
+        synthesized=None if warp is None else synthesized_of(warp, names, observed),
+        clean=np.asarray(proxy["clean"], dtype=np.float32) if "clean" in proxy else None,
+        task=str(proxy.params["task"]), source_checkpoint=str(proxy["source_checkpoint"]),
+        run_dir=proxy.path.parent, params=dict(proxy.params))
+
+
+def load_inputs(run_dir: Path | str, need_synthesized: bool = True) -> FinetuneInputs:
+    """Read 01_proxy.h5 and (when ``need_synthesized``) 03_warp.h5 from ``run_dir`` (see :func:`inputs_from`);
+    a missing record raises an error naming the notebook that makes it."""
+    store = RunStore(run_dir)
+    for stage, record in (("01_proxy", "01_proxy"), ("03_warp", "03_warp"))[: 1 + bool(need_synthesized)]:
+        if not store.exists(record):
+            raise missing_upstream(store.run_dir, stage, needed_by=STAGE)
+    return inputs_from(store.read("01_proxy"), store.read("03_warp") if need_synthesized else None)
 
 
 def resolve_checkpoint(path: str | Path, run_dir: Path | str | None = None) -> Path:
@@ -458,10 +455,6 @@ def validation_set(inputs: FinetuneInputs, mode: str = "proxy", task: str | Task
 # ----------------------------------------------------------------------------- Eq. 30
 
 
-def file_sha256(path: Path | str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
 def finetune(source_checkpoint: str | Path, pairs: AlignedPairs, config: TrainConfig, out: str | Path | None = None,
              val_pairs: Sequence[Pair] | None = None, wavelengths: Sequence[float] | None = None,
              meta: Mapping[str, Any] | None = None, resume: bool = True, progress: bool = True) -> TrainResult:
@@ -490,7 +483,7 @@ def finetune(source_checkpoint: str | Path, pairs: AlignedPairs, config: TrainCo
         "stage": STAGE,
         "source": source.config.get("source", ""),
         "source_checkpoint": str(source_checkpoint),
-        "source_checkpoint_sha256": file_sha256(source_checkpoint),
+        "source_checkpoint_sha256": file_digest(source_checkpoint),
         "finetune": {"composition": pairs.composition, "ratio": str(pairs.ratio), "seed": pairs.seed,
                      "pairs_per_epoch": pairs.counts(), "n_images": pairs.n_images, "n_guides": pairs.n_guides},
         **dict(meta or {}),
@@ -529,7 +522,7 @@ def parse_list(text: str | Sequence[str]) -> list[str]:
     return list(text)
 
 
-# ----------------------------------------------------------------------------- curves artifact
+# ----------------------------------------------------------------------------- the stage
 
 
 def history_arrays(history: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
@@ -539,30 +532,15 @@ def history_arrays(history: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray
     return {k: np.array([float(row.get(k, np.nan)) for row in history]) for k in keys}
 
 
-def write_curves(store: RunStore, histories: Mapping[str, Sequence[Mapping[str, Any]]], models: Mapping[str, Path],
-                 compositions: Mapping[str, str], params: Mapping[str, Any]) -> Path:
-    """Write ``04_finetune.h5``: ``curves/<method>/<key>`` per-epoch arrays (epoch, loss, lr, psnr,
-    ssim, sam, input_*, seconds), ``models/<method>`` the checkpoint file name and
-    ``compositions/<method>``."""
-    data = {
+def curves_tree(histories: Mapping[str, Sequence[Mapping[str, Any]]], models: Mapping[str, Path],
+                compositions: Mapping[str, str]) -> dict[str, Any]:
+    """The ``04_finetune.h5`` content: ``curves/<method>/<key>`` per-epoch arrays (epoch, loss, lr, psnr,
+    ssim, sam, input_*, seconds), ``models/<method>`` the checkpoint file name, ``compositions/<method>``."""
+    return {
         "curves": {m: history_arrays(h) for m, h in histories.items()},
         "models": {m: Path(p).name for m, p in models.items()},
         "compositions": dict(compositions),
     }
-    return store.write(STAGE, data, dict(params))
-
-
-def read_curves(run_dir: Path | str) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Path], dict[str, str]]:
-    """``(curves, model paths, compositions)`` by method from ``04_finetune.h5``."""
-    store = RunStore(run_dir)
-    if not store.exists(STAGE):
-        raise missing_artifact(store.run_dir, STAGE, "04_finetune")
-    art = store.read(STAGE)
-    models = {m: store.run_dir / name for m, name in art["models"].items()}
-    return art["curves"], models, dict(art["compositions"])
-
-
-# ----------------------------------------------------------------------------- the stage
 
 
 @dataclass
@@ -577,7 +555,6 @@ class StageResult:
     inputs: FinetuneInputs
     ratio: str
     seed: int
-    skipped: bool
 
     def pairs(self, method: str = ADAPTED) -> AlignedPairs:
         """The finetuning set of a run (rebuilt: pairs are deterministic)."""
@@ -590,56 +567,99 @@ def make_pairs(inputs: FinetuneInputs, composition: str, ratio: str | float = DE
                         inputs.clean_observed if composition == "clean" else None, composition, ratio, seed)
 
 
-def run_stage(run_dir: Path | str, config: TrainConfig, composition: str = "mixed", ratio: str | float = DEFAULT_RATIO,
-              compare: Sequence[str] = (), upper_bound: bool = False, validation: str = "proxy", task: str = "",
-              checkpoint: str = "", backbone: str = "", force: bool = False, progress: bool = True,
-              log=print) -> StageResult:
-    """Stage 3 for a run directory: finetune the source model once per run of :func:`finetune_runs`
-    (the main ``adapted`` run with ``composition``, comparison compositions, the upper bound), write
-    ``04_model*.safetensors`` and ``04_finetune.h5`` (curves). ``config.seed`` seeds the pairs too.
+def stage_runs(params: Mapping[str, Any]) -> dict[str, str]:
+    """Method -> composition of every model the notebook parameters ask for."""
+    return finetune_runs(params["composition"], parse_list(params["compare"]), params["upper_bound"])
+
+
+def needs_synthesized(runs: Mapping[str, str]) -> bool:
+    return any(c in ("mixed", "generated") for c in runs.values())
+
+
+def train_config(params: Mapping[str, Any]) -> TrainConfig:
+    """The :class:`TrainConfig` of the notebook parameters (cosine decay to lr / 100)."""
+    return TrainConfig(epochs=params["epochs"], steps_per_epoch=params["steps_per_epoch"], batch_size=params["batch"],
+                       patch_size=params["patch"], lr=params["lr"], min_lr=params["lr"] / 100, loss=params["loss"],
+                       seed=params["seed"], device=params["device"])
+
+
+def check(params: dict[str, Any]) -> None:
+    """Parameter checks of stage 3 (no work): compositions, ratio, validation, loss, sizes, files."""
+    from hiralign.stages import require
+    from hiralign.tasks import TASKS
+    from hiralign.train import LOSSES
+
+    stage = "04_finetune"
+    require(stage, params, "composition", lambda v: v in COMPOSITIONS, f"one of {', '.join(COMPOSITIONS)}")
+    require(stage, params, "compare", lambda v: set(parse_list(v)) <= set(COMPOSITIONS),
+            f"empty or comma-separated compositions ({', '.join(COMPOSITIONS)})")
+    require(stage, params, "ratio", _valid_ratio, "generated:proxy such as 3:1, or a positive number")
+    require(stage, params, "task", lambda v: not v or v in TASKS, f"empty or one of {', '.join(TASKS)}")
+    require(stage, params, "validation", lambda v: v in VALIDATIONS, f"one of {', '.join(VALIDATIONS)}")
+    require(stage, params, "loss", lambda v: v in LOSSES, f"one of {', '.join(sorted(LOSSES))}")
+    for key in ("epochs", "steps_per_epoch", "batch", "patch"):
+        require(stage, params, key, lambda v: v >= 1, ">= 1")
+    require(stage, params, "lr", lambda v: v > 0, "> 0")
+    require(stage, params, "checkpoint", lambda v: not v or Path(v).expanduser().is_file(),
+            "empty (01's checkpoint) or an existing file")
+    if "device" in params:
+        resolve_device(params["device"])
+
+
+def _valid_ratio(ratio: Any) -> bool:
+    try:
+        parse_ratio(ratio)
+    except ValueError:
+        return False
+    return True
+
+
+def compute(stage) -> StageResult:
+    """Stage 3: finetune the source model once per run of :func:`finetune_runs` (the main ``adapted``
+    run, comparison compositions, the upper bound), write ``04_model*.safetensors`` and ``04_finetune.h5``.
 
     ``task`` / ``backbone`` (optional) must agree with 01_proxy.h5 and the source checkpoint;
-    ``checkpoint`` overrides the source checkpoint recorded by 01_proxy. The stage is skipped when
-    ``04_finetune.h5`` exists with the same parameters (and the same upstream artifacts) and every
-    checkpoint is present, unless ``force``. Training always starts from the source model (stale
-    resume states are not reused: the pairs may have changed).
+    ``checkpoint`` overrides the source checkpoint recorded by 01_proxy. Training always starts from
+    the source model (stale resume states are not reused: the pairs may have changed).
     """
-    runs = finetune_runs(composition, compare, upper_bound)
-    need_synthesized = any(c in ("mixed", "generated") for c in runs.values())
-    inputs = load_inputs(run_dir, need_synthesized=need_synthesized)
-    if task and get_task(task).name != inputs.task:
-        raise ValueError(f"task {task!r} differs from the task {inputs.task!r} of 01_proxy.h5; rerun the pipeline with one task")
-    source = resolve_checkpoint(checkpoint or inputs.source_checkpoint, run_dir)
+    p = stage.params
+    runs = stage_runs(p)
+    inputs = inputs_from(stage.read("01_proxy"), stage.read("03_warp") if needs_synthesized(runs) else None)
+    if p["task"] and get_task(p["task"]).name != inputs.task:
+        raise CheckpointError(f"04_finetune: task {p['task']!r} differs from the task {inputs.task!r} of 01_proxy.h5; "
+                              "rerun the pipeline with one task")
+    source = resolve_checkpoint(p["checkpoint"] or inputs.source_checkpoint, stage.run_dir)
+    stage.use_file("checkpoint", source)
     source_config = read_checkpoint_config(source)
-    if backbone and source_config.get("backbone") != backbone:
-        raise ValueError(f"backbone {backbone!r} differs from the source checkpoint's {source_config.get('backbone')!r} ({source})")
-    val_pairs = validation_set(inputs, validation)
-    ratio_text = str(ratio)
-    params = {
-        "runs": runs, "ratio": ratio_text, "validation": validation, "train": config.resumable(),
-        "source_checkpoint": str(source), "source_checkpoint_sha256": file_sha256(source), "inputs": inputs.versions,
-    }
-    store = RunStore(run_dir)
-    models = {method: model_path(store.run_dir, method) for method in runs}
-    counts = {m: mixture_counts(len(inputs.proxies), c, ratio) for m, c in runs.items()}
-    common = dict(inputs=inputs, ratio=ratio_text, seed=config.seed)
-    if not force and store.is_current(STAGE, params) and all(p.exists() for p in models.values()):
-        curves, stored_models, compositions = read_curves(store.run_dir)
-        log(f"{store.path(STAGE)} is current (same parameters and inputs): finetuning skipped")
-        return StageResult(curves, stored_models, compositions, counts, skipped=True, **common)
+    if p["backbone"] and source_config.get("backbone") != p["backbone"]:
+        raise CheckpointError(f"04_finetune: backbone {p['backbone']!r} differs from the source checkpoint's "
+                              f"{source_config.get('backbone')!r} ({source})")
+    config = train_config(p)
+    val_pairs = validation_set(inputs, p["validation"])
+    models = {method: model_path(stage.run_dir, method) for method in runs}
     histories = {}
-    for method, comp in runs.items():
-        log(f"finetuning {method!r} (composition {comp}, ratio {ratio_text}): pairs per epoch {counts[method]}")
-        resume_path(models[method]).unlink(missing_ok=True)
-        result = finetune(source, make_pairs(inputs, comp, ratio, config.seed), config, out=models[method],
-                          val_pairs=val_pairs, wavelengths=inputs.wavelengths,
-                          meta={"method": method, "validation": validation}, resume=False, progress=progress)
-        histories[method] = result.history
-        log(f"  wrote {models[method]}")
-    path = write_curves(store, histories, models, runs, params)
-    log(f"wrote {path}")
-    curves, stored_models, compositions = read_curves(store.run_dir)
-    return StageResult(curves, stored_models, compositions, counts, skipped=False, **common)
+    with thread_limit(p["threads"]):
+        for method, comp in runs.items():
+            pairs = make_pairs(inputs, comp, p["ratio"], config.seed)
+            stage.log(f"finetuning {method!r} (composition {comp}, ratio {p['ratio']}): pairs per epoch {pairs.counts()}")
+            resume_path(models[method]).unlink(missing_ok=True)
+            result = finetune(source, pairs, config, out=models[method], val_pairs=val_pairs, wavelengths=inputs.wavelengths,
+                              meta={"method": method, "validation": p["validation"]}, resume=False)
+            histories[method] = result.history
+            stage.log(f"  wrote {models[method]}")
+    stage.write(curves_tree(histories, models, runs), files=tuple(models.values()))
+    return load(stage.store)
+
+
+def load(store: RunStore) -> StageResult:
+    """``04_finetune.h5`` read back (verified, checkpoints included) with the inputs it was made from."""
+    art = store.read(STAGE)
+    p = art.params
+    compositions = dict(art["compositions"])
+    inputs = load_inputs(store.run_dir, need_synthesized=needs_synthesized(compositions))
+    counts = {m: mixture_counts(len(inputs.proxies), c, p["ratio"]) for m, c in compositions.items()}
+    models = {m: store.run_dir / name for m, name in art["models"].items()}
+    return StageResult(art["curves"], models, compositions, counts, inputs, str(p["ratio"]), int(p["seed"]))
 
 
 def branch_examples(pairs: AlignedPairs, epoch: int = 0) -> dict[str, AlignedPair]:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from hiralign.errors import UserError
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAPER_NUMBERS = REPO_ROOT / "params" / "paper" / "paper_numbers.yaml"
 METRICS = ("psnr", "ssim", "sam")
@@ -19,7 +21,7 @@ METRICS = ("psnr", "ssim", "sam")
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "sam": False}
 
 
-class PaperNumbersError(ValueError):
+class PaperNumbersError(UserError, ValueError):
     """The paper-numbers file is malformed, or a table / row / group it lacks was asked for."""
 
 

@@ -13,7 +13,6 @@ model, and draws the stage's figures.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,7 +25,7 @@ from hiralign.data import Cube
 from hiralign.metrics import evaluate
 from hiralign.restorers.inference import restore
 from hiralign.spectral import display_rgb, to_rgb
-from hiralign.store import RunStore
+from hiralign.store import Artifact, RunStore
 from hiralign.tasks import Task, get_task
 from hiralign.train import Pair, evaluate_pairs, reference_input, validation_pairs
 
@@ -116,17 +115,9 @@ def stack_info(infos: Sequence[dict]) -> dict[str, Any]:
     return out
 
 
-def proxy_params(task: str, checkpoint: str | Path | None, **params: Any) -> dict:
-    """Artifact parameters: the task, the checkpoint file and its content hash, and ``params``."""
-    digest = ""
-    if checkpoint:
-        digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()[:16]
-    return {"task": get_task(task).name, "checkpoint": str(checkpoint or ""), "checkpoint_sha256": digest, **params}
-
-
-def write_proxy_artifact(store: RunStore, degraded: Sequence[Cube], proxies: Sequence[Cube], observed: np.ndarray,
-                         params: dict, clean: Sequence[Cube] | None = None) -> Path:
-    """Write ``01_proxy.h5`` (schema in ``docs/ARTIFACTS.md``). ``clean`` is stored only for
+def proxy_tree(degraded: Sequence[Cube], proxies: Sequence[Cube], observed: np.ndarray, checkpoint: Path | str,
+               clean: Sequence[Cube] | None = None) -> dict[str, Any]:
+    """The ``01_proxy.h5`` content (schema in ``docs/ARTIFACTS.md``). ``clean`` is stored only for
     evaluation, and only when given (known)."""
     if not (len(degraded) == len(proxies) == len(observed)):
         raise ValueError(f"{len(degraded)} observations, {len(proxies)} proxies and {len(observed)} observed flags")
@@ -138,17 +129,19 @@ def write_proxy_artifact(store: RunStore, degraded: Sequence[Cube], proxies: Seq
         "proxy": np.stack([p.data for p in proxies]),
         "proxy_rgb": proxy_rgb(proxies),
         "degradation": stack_info([d.meta.get("degradation", {}) for d in degraded]),
+        "source_checkpoint": str(checkpoint),
     }
     if clean is not None:
         if len(clean) != len(proxies):
             raise ValueError(f"{len(clean)} clean cubes for {len(proxies)} proxies")
         data["clean"] = np.stack([c.data for c in clean])
-    return store.write(STAGE, data, params, attrs={"clean_known": clean is not None})
+    return data
 
 
 @dataclass
 class ProxySet:
-    """``01_proxy.h5`` read back: cubes, proxy RGB, observed flags, clean cubes (``None`` if unknown)."""
+    """``01_proxy.h5`` read back: cubes, proxy RGB, observed flags, clean cubes (``None`` if unknown),
+    the task and the source checkpoint that made the proxies."""
 
     degraded: list[Cube]
     proxies: list[Cube]
@@ -157,16 +150,20 @@ class ProxySet:
     clean: list[Cube] | None
     degradation: dict
     params: dict
+    checkpoint: Path
 
     @property
     def observed_proxies(self) -> list[Cube]:
         """The proxies of the observed images (the anchors of stage 2)."""
         return [p for p, o in zip(self.proxies, self.observed) if o]
 
+    @property
+    def task(self) -> str:
+        return str(self.params["task"])
 
-def read_proxy_artifact(store: RunStore, params: dict | None = None) -> ProxySet:
-    """Read ``01_proxy.h5`` (raises ``StaleArtifactError`` when ``params`` differ)."""
-    art = store.read(STAGE, params)
+
+def proxy_set(art: Artifact) -> ProxySet:
+    """A verified ``01_proxy.h5`` record as a :class:`ProxySet` (the checkpoint path made absolute)."""
     wl, names = art["wavelengths"], list(art["names"])
 
     def cubes(key: str) -> list[Cube]:
@@ -174,7 +171,63 @@ def read_proxy_artifact(store: RunStore, params: dict | None = None) -> ProxySet
 
     clean = cubes("clean") if "clean" in art else None
     return ProxySet(cubes("degraded"), cubes("proxy"), art["proxy_rgb"], art["observed"].astype(bool), clean,
-                    art["degradation"], art.params)
+                    art["degradation"], art.params, art.path.parent / art["source_checkpoint"])
+
+
+def check(params: dict) -> None:
+    """Parameter checks of stage 1 (no work): task, backbone, checkpoint file and its task, observed, tile."""
+    from hiralign import restorers
+    from hiralign.stages import require
+    from hiralign.tasks import TASKS
+    from hiralign.train import check_compatible, read_checkpoint_config
+
+    require("01_proxy", params, "task", lambda v: v in TASKS, f"one of {', '.join(TASKS)}")
+    require("01_proxy", params, "backbone", lambda v: not v or v in restorers.names(),
+            f"empty or a registered backbone ({', '.join(restorers.names())})")
+    require("01_proxy", params, "checkpoint", lambda v: not v or Path(v).expanduser().is_file(), "empty or an existing file")
+    if params.get("checkpoint") and "task" in params:
+        check_compatible(params["checkpoint"], read_checkpoint_config(params["checkpoint"]), None, params["task"])
+    require("01_proxy", params, "observed", lambda v: str(v).strip().lower() == "all" or _indices(v) is not None,
+            "'all' or comma-separated image indices")
+    for key in ("tile", "pretrain_epochs"):
+        require("01_proxy", params, key, lambda v: v >= 0, ">= 0")
+
+
+def _indices(text: str) -> list[int] | None:
+    try:
+        indices = [int(s) for s in str(text).split(",") if s.strip()]
+    except ValueError:
+        return None
+    return indices if indices and min(indices) >= 0 else None
+
+
+def compute(stage) -> ProxySet:
+    """Stage 1: the source model (given, committed demo, or pretrained here), the proxies (Eq. 3-4), ``01_proxy.h5``."""
+    from hiralign.data.stage import benchmark_from_tree
+    from hiralign.train import TrainConfig, source_model
+
+    p = stage.params
+    splits = benchmark_from_tree(stage.read("00_data").data)
+    task = get_task(p["task"])
+    source = source_model(task, splits.source_train, splits.source_test, checkpoint=p["checkpoint"], backbone=p["backbone"],
+                          out=stage.run_dir / f"01_source_{task.name}.safetensors",
+                          config=TrainConfig(epochs=p["pretrain_epochs"], seed=p["seed"], device=p["device"]),
+                          device=p["device"], source=f"source_train of {stage.run_dir}")
+    stage.use_file("checkpoint", source.path)
+    checkpoint = source.path.resolve()
+    if checkpoint.is_relative_to(stage.run_dir.resolve()):  # pretrained here: recorded relative, so a copied run stays valid
+        checkpoint = checkpoint.relative_to(stage.run_dir.resolve())
+    flags = parse_observed(p["observed"], len(splits.target_observed))
+    degraded = degrade_targets(splits.target_observed, task, seed=p["seed"])
+    proxies = make_proxies(source.model, degraded, task, tile=p["tile"] or None, device=p["device"])
+    stage.write(proxy_tree(degraded, proxies, flags, checkpoint, clean=splits.target_observed),
+                attrs={"clean_known": True})
+    return load(stage.store)
+
+
+def load(store: RunStore) -> ProxySet:
+    """``01_proxy.h5`` read back (verified)."""
+    return proxy_set(store.read(STAGE))
 
 
 # ----------------------------------------------------------------------------- scores and the gap

@@ -19,7 +19,6 @@ import io
 import json
 import os
 import platform
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,8 +27,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-import hiralign
-from hiralign.store import PLAIN_TYPES, plain_value
+from hiralign.store import PLAIN_TYPES, code_version, plain_value
 
 #: Number formats of the usual metric columns in markdown (CSV and JSON keep full precision).
 DEFAULT_FORMATS = {"psnr": ".2f", "ssim": ".4f", "sam": ".2f", "spr": ".3f", "srec": ".3f", "loss": ".4g",
@@ -108,19 +106,6 @@ class Table:
 
 
 # ----------------------------------------------------------------------------- provenance
-
-
-def code_version() -> dict[str, str]:
-    """The package version and, when the source tree is a git checkout, its commit (read-only query)."""
-    version = {"hiralign": hiralign.__version__}
-    root = Path(hiralign.__file__).resolve().parents[1]
-    try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        if out.returncode == 0:
-            version["git_commit"] = out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass  # no git or not a checkout: the package version is all there is
-    return version
 
 
 def provenance(params: Mapping[str, Any], dataset: Any = None, seed: int | None = None, device: str | None = None,

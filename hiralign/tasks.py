@@ -18,6 +18,7 @@ import numpy as np
 
 from hiralign import degrade as dg
 from hiralign.data import Cube
+from hiralign.registry import Registry
 
 FAMILIES = ("denoise", "sr", "general")
 
@@ -57,30 +58,29 @@ class Task:
         return {"mask": mask}
 
 
-TASKS: dict[str, Task] = {
-    t.name: t
-    for t in (
-        Task("denoise-gaussian", "denoise", "gaussian-noniid",
-             description="non-i.i.d. Gaussian noise, per-band sigma from {10,30,50,70}/255"),
-        Task("denoise-complex", "denoise", "complex",
-             description="non-i.i.d. Gaussian + stripe + deadline + impulse noise"),
-        Task("sr-x4", "sr", "sr-bicubic", {"scale": 4}, scale=4,
-             description="bicubic x4 downsampling; the restorer upsamples x4"),
-        Task("deblur", "general", "blur", {"radius": 15},
-             description="Gaussian blur, radius 15 (mask = all observed)"),
-        Task("bandmiss", "general", "bandmiss", {"ratio": 0.3},
-             description="30% of the bands missing (mask given)"),
-        Task("inpaint", "general", "inpaint", {"ratio": 0.9},
-             description="90% of the pixels missing in every band (mask given)"),
-    )
-}
+#: The tasks by name (a :class:`~hiralign.registry.Registry`: ``TASKS.names()``, ``"sr-x4" in TASKS``).
+TASKS: Registry[Task] = Registry("task")
+for _task in (
+    Task("denoise-gaussian", "denoise", "gaussian-noniid",
+         description="non-i.i.d. Gaussian noise, per-band sigma from {10,30,50,70}/255"),
+    Task("denoise-complex", "denoise", "complex",
+         description="non-i.i.d. Gaussian + stripe + deadline + impulse noise"),
+    Task("sr-x4", "sr", "sr-bicubic", {"scale": 4}, scale=4,
+         description="bicubic x4 downsampling; the restorer upsamples x4"),
+    Task("deblur", "general", "blur", {"radius": 15},
+         description="Gaussian blur, radius 15 (mask = all observed)"),
+    Task("bandmiss", "general", "bandmiss", {"ratio": 0.3},
+         description="30% of the bands missing (mask given)"),
+    Task("inpaint", "general", "inpaint", {"ratio": 0.9},
+         description="90% of the pixels missing in every band (mask given)"),
+):
+    TASKS.register(_task.name, _task)
+del _task
 
 
 def get_task(task: str | Task) -> Task:
-    """The :class:`Task` called ``task`` (a Task passes through); unknown names list the known ones."""
+    """The :class:`Task` called ``task`` (a Task passes through); unknown names list the known ones
+    (:class:`~hiralign.registry.UnknownNameError`, a ``ValueError``)."""
     if isinstance(task, Task):
         return task
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
-    return TASKS[task]
-
+    return TASKS.get(task)

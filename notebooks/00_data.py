@@ -40,7 +40,7 @@ n_target_observed: int = 8  # target images whose degraded observations are used
 n_target_unobserved: int = 8  # held-out target images (generalisation, Table X)
 seed: int = 0  # seed of every random choice (layouts, materials, splits)
 run_dir: str = "runs/demo"  # run directory (relative: to the project root); 00_data.h5 is written here
-force: bool = False  # rebuild even if 00_data.h5 exists with the same parameters
+force: bool = False  # rebuild even if 00_data.h5 is current (same parameters)
 interactive: bool = False  # show an ipywidgets band/pixel explorer (never needed headless)
 
 # %%
@@ -48,22 +48,10 @@ import matplotlib.pyplot as plt
 
 from hiralign.data import stage as data_stage
 from hiralign.data import synthetic
-from hiralign.store import RunStore
+from hiralign.stages import run_stage, stage_parameters
+from hiralign.store import resolve_run_dir
 
-store = RunStore(run_dir)
-params = dict(
-    dataset=dataset, kind=kind, source_path=source_path, image_size=image_size, n_source_train=n_source_train,
-    n_source_test=n_source_test, n_target_observed=n_target_observed, n_target_unobserved=n_target_unobserved, seed=seed,
-)
-
-# %%
-if store.is_current("00_data", params) and not force:
-    splits = data_stage.read_splits(store, params)
-    print("00_data.h5 is current: loaded it")
-else:
-    splits = data_stage.build_splits(**params)
-    data_stage.write_splits(store, splits, params)
-    print(f"wrote {store.path('00_data')}")
+splits = run_stage("00_data", run_dir, stage_parameters(globals()), force=force)
 data_stage.summary(splits)
 
 # %% [markdown]
@@ -71,10 +59,8 @@ data_stage.summary(splits)
 # Proxy-RGB renders (bands nearest 660 / 550 / 470 nm, Eq. 4) of source and target images.
 
 # %%
-fig = synthetic.plot_scenes(splits.source_train, n=4)
-fig.suptitle("source domain (train)")
-fig = synthetic.plot_scenes(splits.target_observed, n=4)
-fig.suptitle("target domain (observed)")
+fig = synthetic.plot_scenes(splits.source_train, n=4, title="source domain (train)")
+fig = synthetic.plot_scenes(splits.target_observed, n=4, title="target domain (observed)")
 plt.show()
 
 # %% [markdown]
@@ -89,7 +75,7 @@ shift = synthetic.domain_shift(*domains, seed=seed)
 for key, value in shift.items():
     print(f"{key:>28s}: {value:.4g}")
 fig = synthetic.plot_domain_shift(domains, seed=seed, shift=shift)
-fig.savefig(store.run_dir / "00_domain_shift.png", dpi=120, bbox_inches="tight")
+fig.savefig(resolve_run_dir(run_dir) / "00_domain_shift.png", dpi=120, bbox_inches="tight")
 plt.show()
 
 # %%

@@ -29,8 +29,8 @@
 # unCLIP needs the Stable unCLIP weights (`model_path`); without them `generator="unclip"` stops at once
 # and says how to provide them. Two offline generators run anywhere: `local-ddpm` (a small DDPM trained
 # here on proxy patches + scikit-image pictures, sampled with the same Eq. 8 start) and `jitter`
-# (flips, rotation, crop-resize, colour jitter). Input: `01_proxy.h5` from `run_dir`, else DEMO proxies
-# (synthetic-benchmark target RGBs, lightly blurred as stand-ins). Output: `02_guides.h5`.
+# (flips, rotation, crop-resize, colour jitter). Input: `01_proxy.h5` from `run_dir` (with `demo=True`:
+# DEMO proxies, synthetic-benchmark target RGBs lightly blurred as stand-ins). Output: `02_guides.h5`.
 # Prompts, `strength`, `noise_level` and `guidance_scale` are not printed in the paper: ours are choices.
 
 # %% tags=["parameters"]
@@ -48,44 +48,30 @@ train_steps: int = 600  # local-ddpm: optimiser steps of the small DDPM (cached 
 seed: int = 0  # seed of every random draw (guides, demo proxies, local-ddpm training)
 device: str = "auto"  # torch device for unclip / local-ddpm: auto (cuda if present), cpu or cuda
 threads: int = 1  # CPU threads for torch during generation; 0 keeps the library default
-run_dir: str = "runs/demo"  # run directory (relative: to the project root): reads 01_proxy.h5 if present, writes 02_guides.h5
-image_size: int = 64  # demo proxy size (px) when run_dir has no 01_proxy.h5
-n_demo: int = 4  # number of demo proxies when run_dir has no 01_proxy.h5
-force: bool = False  # regenerate even if 02_guides.h5 exists with the same parameters
+run_dir: str = "runs/demo"  # run directory (relative: to the project root): reads 01_proxy.h5, writes 02_guides.h5
+demo: bool = False  # use DEMO proxies (blurred synthetic targets) instead of 01_proxy.h5; never a silent fallback
+image_size: int = 64  # size (px) of the demo proxies (demo only)
+n_demo: int = 4  # number of demo proxies (demo only)
+force: bool = False  # regenerate even if 02_guides.h5 is current (same parameters and inputs)
 
 # %%
 import matplotlib.pyplot as plt
 
-from hiralign.guides import resolve_device, select_params
-from hiralign.guides.diversity import GuideDiversity
 from hiralign.guides.plots import plot_diversity, plot_guide_grid
-from hiralign.guides.stage import check_available, load_proxies, run_stage
+from hiralign.stages import run_stage, stage_parameters
 
-guide_params = select_params(generator, dict(
-    model_path=model_path, clip_path=clip_path or None, strength=strength, noise_level=noise_level,
-    guidance_scale=guidance_scale, steps=steps, prompt=prompt, negative_prompt=negative_prompt,
-    train_steps=train_steps, device=resolve_device(device),
-))
-check_available(generator, guide_params)  # unclip without weights stops here, before any work
-print(f"generator {generator!r} with {guide_params}")
-
-# %%
-inputs = load_proxies(run_dir, image_size=image_size, n_demo=n_demo, seed=seed)
-print(f"inputs: {inputs.source}")
-print(f"{len(inputs.proxy_rgb)} proxy RGBs of shape {inputs.proxy_rgb.shape[1:]}")
-
-# %%
-out = run_stage(run_dir, inputs, generator, n_guides, seed, guide_params, threads=threads, force=force)
-guides = out["guides"]
-print(f"guides {guides.shape}, range [{guides.min():.3f}, {guides.max():.3f}]")
+out = run_stage("02_rgb_guides", run_dir, stage_parameters(globals()), force=force)  # unclip without weights stops here
+guides = out.guides
+print(f"inputs: {out.source}")
+print(f"generator {out.generator!r}: guides {guides.shape}, range [{guides.min():.3f}, {guides.max():.3f}]")
 
 # %% [markdown]
 # Each row: the proxy RGB, then its guides. Guides should keep the proxy's layout (the warp matches
 # them to it) and differ from each other (they are meant to widen the target-domain coverage).
 
 # %%
-label = "DEMO proxies (blurred synthetic targets)" if inputs.demo else "proxies from 01_proxy.h5"
-fig = plot_guide_grid(inputs.proxy_rgb, guides, names=inputs.names, title=f"{generator} guides - {label}")
+label = "DEMO proxies (blurred synthetic targets)" if out.demo else "proxies from 01_proxy.h5"
+fig = plot_guide_grid(out.proxy_rgb, guides, names=out.names, title=f"{generator} guides - {label}")
 plt.show()
 
 # %% [markdown]
@@ -93,7 +79,6 @@ plt.show()
 # guide and its proxy (lower = layout better kept).
 
 # %%
-diversity = GuideDiversity(out["diversity"]["between_guides"], out["diversity"]["to_proxy"])
-print({k: round(v, 4) for k, v in diversity.summary().items()})
-fig = plot_diversity(diversity, names=[n.split("/")[-1] for n in inputs.names])
+print({k: round(v, 4) for k, v in out.diversity.summary().items()})
+fig = plot_diversity(out.diversity, names=[n.split("/")[-1] for n in out.names])
 plt.show()

@@ -27,9 +27,10 @@
 # 4. moves the proxy HSI with the *same* weights: the sparse stochastic operator W = S A
 #    (**Eq. 22-26**), so every synthesized spectrum is a convex combination of proxy spectra.
 #
-# Inputs: `01_proxy.h5` and `02_guides.h5` from `run_dir`. Without them the notebook makes its own
-# demo pair: a proxy from the embedded synthetic benchmark and a guide that is the proxy RGB flipped,
-# shifted, colour-jittered and slightly blurred (`hiralign.warp.demo_guide`). Output: `03_warp.h5`.
+# Inputs: `01_proxy.h5` and `02_guides.h5` from `run_dir` (a missing one is an error naming its notebook).
+# With `demo=True` the notebook warps a demo pair instead: a proxy from the embedded synthetic benchmark
+# and a guide that is the proxy RGB flipped, shifted, colour-jittered and slightly blurred
+# (`hiralign.warp.demo_guide`). Output: `03_warp.h5`.
 # Parameters marked "lost" are numbers the paper's text lost; our choices are measured in docs/warp.md.
 
 # %% tags=["parameters"]
@@ -52,31 +53,24 @@ index: str = "auto"  # retrieval index: flat (exact), ivf (PCA + IVF + exact re-
 device: str = "cpu"  # torch device: cpu or cuda
 threads: int = 1  # CPU threads for torch / faiss during the warp; 0 keeps the library default
 run_dir: str = "runs/demo"  # run directory (relative: to the project root): reads 01_proxy.h5 + 02_guides.h5, writes 03_warp.h5
-image_size: int = 64  # demo pair size (px) when run_dir has no proxies / guides
+demo: bool = False  # warp a DEMO pair (benchmark proxy + transformed RGB) instead of 01/02; never a silent fallback
+image_size: int = 64  # size (px) of the demo pair (demo only)
 seed: int = 0  # seed of faiss k-means, MI pixel sampling and the demo guide
 max_pairs: int = 0  # warp at most this many (proxy, guide) pairs; 0 warps all
-force: bool = False  # recompute even if 03_warp.h5 exists with the same parameters
+force: bool = False  # recompute even if 03_warp.h5 is current (same parameters and inputs)
 
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
 
+from hiralign.stages import run_stage, stage_parameters
 from hiralign.warp import plots
 from hiralign.warp import stage as warp_stage
 
-warp_params = dict(
-    k=k, n_candidates=n_candidates, radius=radius, patch=patch, stencil=stencil, iters=iters, lr=lr, tau=tau,
-    lambda_rgb=lambda_rgb, lambda_patch=lambda_patch, lambda_mi=lambda_mi, lambda_ssim=lambda_ssim,
-    lambda_grad=lambda_grad, lambda_tv=lambda_tv, lambda_prior=lambda_prior, index=index, device=device,
-    threads=threads, seed=seed,
-)
-inputs = warp_stage.load_inputs(run_dir, image_size=image_size, seed=seed).limit(max_pairs)
-params = {**warp_params, "image_size": image_size, "max_pairs": max_pairs, "inputs": inputs.source}
+warp = run_stage("03_warp", run_dir, stage_parameters(globals()), force=force)
+inputs = warp.inputs
 print(f"inputs: {inputs.source}")
 print(f"{inputs.guides.shape[0]} proxies x {inputs.guides.shape[1]} guides, proxy shape {inputs.proxy_hsi.shape[1:]}")
-
-# %%
-warp = warp_stage.run_stage(run_dir, inputs, warp_params, params, force=force)
 
 # %% [markdown]
 # ## The first pair

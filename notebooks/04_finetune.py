@@ -51,27 +51,20 @@ patch: int = 32  # clean-patch side in pixels (a multiple of the SR scale)
 lr: float = 5e-4  # AdamW learning rate, cosine-decayed to lr/100 (our choice: 1/4 of pretraining)
 loss: str = "l1"  # supervised loss: l1, l2, charbonnier
 validation: str = "clean"  # curve data: clean (target observations vs clean; monitor only, never steers training), proxy (no clean data), none
-device: str = "cpu"  # torch device: cpu or cuda
+device: str = "cpu"  # torch device: cpu, cuda or auto
 threads: int = 0  # torch CPU threads (0: library default; 1 is fastest on a busy machine)
 seed: int = 0  # seeds pairs (degradations), patches and torch
-force: bool = False  # retrain even if 04_finetune.h5 is current
+force: bool = False  # retrain even if 04_finetune.h5 is current (same parameters, inputs and checkpoints)
 
 # %%
 import matplotlib.pyplot as plt
-import torch
 
 from hiralign import finetune as ft
 from hiralign import report
-from hiralign.train import TrainConfig, reference_input
+from hiralign.stages import run_stage, stage_parameters
+from hiralign.train import reference_input
 
-if threads > 0:
-    torch.set_num_threads(threads)
-
-config = TrainConfig(epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch, patch_size=patch, lr=lr,
-                     min_lr=lr / 100, loss=loss, seed=seed, device=device)
-stage = ft.run_stage(run_dir, config, composition=composition, ratio=ratio, compare=ft.parse_list(compare),
-                     upper_bound=upper_bound, validation=validation, task=task, checkpoint=checkpoint,
-                     backbone=backbone, force=force)
+stage = run_stage("04_finetune", run_dir, stage_parameters(globals()), force=force)
 print(f"{len(stage.inputs.proxies)} observed target images, "
       f"{0 if stage.inputs.synthesized is None else stage.inputs.synthesized.shape[1]} synthesized HSIs each")
 for method, counts in stage.counts.items():

@@ -27,11 +27,13 @@
 #
 # Inputs from `run_dir`: `01_proxy.h5`, `04_model*.safetensors` (`04_finetune.h5`), and `03_warp.h5`
 # / `00_data.h5` for the spectral table when present. Outputs: `05_metrics.json`, `.md`, `.csv`
-# (+ `05_metrics_per_image.csv`, `05_metrics_spectral_fidelity.csv`), each with provenance.
+# (+ `05_metrics_per_image.csv`, `05_metrics_spectral_fidelity.csv`), each with provenance, and the
+# `05_evaluate.h5` record (the restorations the figures show), so a reloaded evaluation shows exactly
+# what a fresh one does.
 
 # %% tags=["parameters"]
 run_dir: str = "runs/demo"  # run directory (relative: to the project root): reads 01_proxy.h5, 03_warp.h5, 04_model*; writes 05_metrics.*
-device: str = "cpu"  # torch device for inference: cpu or cuda
+device: str = "cpu"  # torch device for inference: cpu, cuda or auto
 threads: int = 0  # torch CPU threads (0: library default; 1 is fastest on a busy machine)
 seed: int = 0  # seed of the sPr/sRec spectra sampling and of random figure pixels
 tile: int = 128  # inference tile size in observation pixels (0: whole images)
@@ -42,22 +44,15 @@ image: int = -1  # target image shown in the figures; -1: the first unobserved i
 pixels: str = ""  # pixels for the spectra plot as row,col pairs separated by semicolons; empty: 3 random pixels
 crop: int = 32  # side of the centre crop shown in the image figures (0: whole image)
 metric: str = "psnr"  # metric of the per-image bar chart: psnr, ssim, sam
+force: bool = False  # re-evaluate even if 05_evaluate.h5 is current (same parameters and inputs)
 
 # %%
 import matplotlib.pyplot as plt
-import torch
 
-from hiralign import evaluate as ev
 from hiralign import report
+from hiralign.stages import run_stage, stage_parameters
 
-if threads > 0:
-    torch.set_num_threads(threads)
-
-params = dict(device=device, seed=seed, tile=tile, include_input=include_input, spectral_samples=spectral_samples, k=k)
-evaluation = ev.evaluate_run(run_dir, device=device, tile=tile or None, include_input=include_input,
-                             spectral_samples=spectral_samples or None, k=k, seed=seed, params=params)
-paths = ev.write_metrics(run_dir, evaluation)
-print("wrote", ", ".join(p.name for p in paths.values()))
+evaluation = run_stage("05_evaluate", run_dir, stage_parameters(globals()), force=force)
 print(evaluation.markdown())
 
 # %% [markdown]

@@ -1,4 +1,5 @@
-"""Shared fixtures: seeds, the real CAVE scene from ../shared (never copied into the repo)."""
+"""Shared fixtures: seeds, and the real CAVE scene from the sibling folder ../shared/data when it is
+present (tests that need it skip, naming the path, when it is absent; never copied into the repo)."""
 from __future__ import annotations
 
 import os

@@ -1,13 +1,14 @@
 """Cube validation, wavelength-based RGB (Eq. 4) and the run store's atomic, parameter-checked artifacts."""
 from __future__ import annotations
 
+import json
 import h5py
 import numpy as np
 import pytest
 
 from hiralign.data import Cube, CubeError
 from hiralign.spectral import VISIBLE_31, rgb_band_indices, to_rgb
-from hiralign.store import ArtifactError, RunStore, StaleArtifactError
+from hiralign.store import ArtifactError, RunStore, content_digest, file_digest, read_header
 
 
 def small_cube(bands: int = 31) -> Cube:
@@ -60,34 +61,48 @@ def test_rgb_on_torch_batches():
     assert rgb.shape == (2, 3, 4, 4) and rgb.requires_grad
 
 
-def test_store_roundtrip_and_currency(tmp_path):
+def test_store_roundtrip_header_and_content_digest(tmp_path):
     store = RunStore(tmp_path / "run")
     params = {"k": 16, "name": "demo", "ratio": 3.0}
-    data = {"hsi": np.arange(24, dtype=np.float32).reshape(2, 3, 4), "names": ["a", "b"], "grp": {"x": np.ones(3)}}
-    path = store.write("03_warp", data, params)
-    assert path == tmp_path / "run" / "03_warp.h5" and store.is_current("03_warp", params)
-    assert not store.is_current("03_warp", {**params, "k": 8})
-    art = store.read("03_warp", params)
+    data = {"hsi": np.arange(24, dtype=np.float32).reshape(2, 3, 4), "names": ["a", "b"], "grp": {"x": np.ones(3)},
+            "label": "text", "empty": []}
+    upstream = {"01_proxy": {"path": "01_proxy.h5", "digest": "0123456789abcdef"}}
+    header = store.write("03_warp", data, params, attrs={"demo": False}, upstream=upstream)
+    assert header.path == tmp_path / "run" / "03_warp.h5" and header.digest == content_digest(data, {"demo": False})
+    art = store.read("03_warp")
     np.testing.assert_array_equal(art["hsi"], data["hsi"])
-    assert art["names"] == ["a", "b"] and art.params == params and art.attrs["stage"] == "03_warp"
-    assert "code_version" in art.attrs and "created" in art.attrs
-    with pytest.raises(StaleArtifactError, match="k: 16 -> 8"):
-        store.read("03_warp", {**params, "k": 8})
+    assert art["names"] == ["a", "b"] and art["label"] == "text" and art.params == params
+    assert art.header.stage == "03_warp" and art.header.upstream == upstream and art.attrs == {"demo": False}
+    assert content_digest(art.data, art.attrs) == header.digest  # the same digest before writing and after reading
+    assert json.loads(art.header.code_version)["hiralign"] and art.header.created
+    assert read_header(header.path).digest == header.digest
+    other = content_digest({**data, "hsi": data["hsi"] + 1}, {"demo": False})
+    assert other != header.digest and content_digest(data, {"demo": True}) != header.digest
 
 
-def test_store_truncated_file_is_named_and_not_current(tmp_path):
+def test_store_truncated_file_is_named_and_corrupt(tmp_path):
     store = RunStore(tmp_path)
-    path = store.write("01_proxy", {"x": np.random.default_rng(0).random((64, 64))}, {"a": 1})
+    path = store.write("01_proxy", {"x": np.random.default_rng(0).random((64, 64))}, {"a": 1}).path
     blob = path.read_bytes()
     path.write_bytes(blob[: len(blob) // 2])
-    assert not store.is_current("01_proxy", {"a": 1})
     with pytest.raises(ArtifactError, match="01_proxy.h5.*corrupt"):
         store.read("01_proxy")
 
 
+def test_store_side_files_are_verified(tmp_path):
+    store = RunStore(tmp_path)
+    side = tmp_path / "04_model.safetensors"
+    side.write_bytes(b"weights")
+    store.write("04_finetune", {"x": np.ones(2)}, {}, files={side.name: file_digest(side)})
+    assert store.read("04_finetune").header.files == {side.name: file_digest(side)}
+    side.write_bytes(b"other weights")
+    with pytest.raises(ArtifactError, match="changed since 04_finetune.h5 was written"):
+        store.read("04_finetune")
+
+
 def test_store_failed_write_leaves_no_partial_artifact(tmp_path):
     store = RunStore(tmp_path)
-    good = store.write("00_data", {"x": np.ones(3)}, {"v": 1})
+    good = store.write("00_data", {"x": np.ones(3)}, {"v": 1}).path
     with pytest.raises(TypeError):
         store.write("00_data", {"x": np.ones(3), "bad": [np.ones(2), np.ones(3)]}, {"v": 2})
     # the earlier artifact is intact and no temp file is left behind

@@ -12,6 +12,7 @@ import pytest
 
 from hiralign import evaluate as ev, finetune as ft, metrics, report
 from hiralign.restorers.inference import restore
+from hiralign.store import RunStore, file_digest
 from hiralign.train import TrainConfig, load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -217,6 +218,10 @@ def test_notebook_05_writes_the_metrics_files(evaluated, tmp_path):
     run_dir, evaluation, _ = evaluated
     for p in run_dir.glob("05_metrics*"):
         p.unlink()
+    models = {m: p for m, p in evaluation.models.items() if m != "source-only"}
+    comps = {"adapted": "mixed", "proxy-only": "proxy", "upper-bound": "clean"}
+    RunStore(run_dir).write(ft.STAGE, ft.curves_tree({m: [{"epoch": 0}] for m in models}, models, comps),
+                            {"ratio": "3:1", "seed": 0}, files={p.name: file_digest(p) for p in models.values()})
     notebook = Path(__file__).resolve().parents[1] / "notebooks" / "05_evaluate.ipynb"
     papermill.execute_notebook(str(notebook), str(tmp_path / "05.ipynb"),
                                parameters={"run_dir": str(run_dir), "crop": 16, "pixels": "2,3; 20,21", "seed": 3, "threads": 1},
@@ -224,3 +229,7 @@ def test_notebook_05_writes_the_metrics_files(evaluated, tmp_path):
     tables, prov = report.read_tables(run_dir / "05_metrics.json")
     assert tables["summary"].rows == evaluation.table("summary").rows  # same numbers as the library call
     assert prov["params"]["tile"] == 128 and (run_dir / "05_metrics.md").exists()
+    reloaded = ev.load(RunStore(run_dir))  # the record holds what the figures show
+    assert [t.rows for t in reloaded.tables] == [t.rows for t in evaluation.tables]
+    for method, restored in evaluation.restored.items():
+        np.testing.assert_array_equal(reloaded.restored[method], restored)

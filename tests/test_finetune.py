@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hiralign import degrade, finetune as ft, restorers
-from hiralign.store import ArtifactError, RunStore
+from hiralign.store import ArtifactError, RunStore, file_digest
 from hiralign.train import TrainConfig, load_checkpoint, read_checkpoint_config, save_checkpoint
 
 BANDS, SIZE = 8, 32
@@ -66,7 +66,8 @@ def make_run(run_dir: Path, task: str = "denoise-gaussian", n_obs: int = 3, n_un
     save_checkpoint(source, model, {"wavelengths": WAVELENGTHS.tolist(), "source": "test"})
     store.write("01_proxy", {"wavelengths": WAVELENGTHS, "names": names, "observed": observed,
                              "degraded": np.stack([o.data for o in obs]), "proxy": proxies,
-                             "proxy_rgb": proxies[:, :3], "clean": clean, "degradation": degradation},
+                             "proxy_rgb": proxies[:, :3], "clean": clean, "degradation": degradation,
+                             "source_checkpoint": str(source)},
                 {"task": t.name, "checkpoint": str(source), "seed": 100})
     warp = {"hsi": hsi.astype(np.float32)}
     if warp_names:
@@ -218,11 +219,11 @@ def test_load_inputs_keeps_observed_images_in_order(tmp_path, warp_names):
 
 
 def test_missing_artifacts_name_the_notebook_that_makes_them(tmp_path):
-    with pytest.raises(ArtifactError, match=r"01_proxy\.h5 is missing: run notebooks/01_proxy\.ipynb"):
+    with pytest.raises(ArtifactError, match=r"01_proxy\.h5 is missing; run notebooks/01_proxy\.ipynb"):
         ft.load_inputs(tmp_path)
     make_run(tmp_path)
     (tmp_path / "03_warp.h5").unlink()
-    with pytest.raises(ArtifactError, match=r"03_warp\.h5 is missing: run notebooks/03_warp\.ipynb"):
+    with pytest.raises(ArtifactError, match=r"03_warp\.h5 is missing; run notebooks/03_warp\.ipynb"):
         ft.load_inputs(tmp_path)
     assert ft.load_inputs(tmp_path, need_synthesized=False).synthesized is None
 
@@ -278,18 +279,20 @@ def test_tiny_finetune_improves_and_writes_its_checkpoint_and_curves(tmp_path):
     assert result.history[-1]["psnr"] > result.history[0]["psnr"]  # finetuning helped on the clean target
     cfg = read_checkpoint_config(out)
     assert cfg["finetune"]["composition"] == "mixed" and cfg["finetune"]["pairs_per_epoch"]["generated"] == 6
-    assert cfg["source_checkpoint_sha256"] == ft.file_sha256(inputs.source_checkpoint)
+    assert cfg["source_checkpoint_sha256"] == file_digest(inputs.source_checkpoint)
     assert cfg["task"] == "denoise-gaussian" and cfg["bands"] == BANDS
     loaded = load_checkpoint(out, bands=BANDS, task="denoise-gaussian")
     for a, b in zip(loaded.model.state_dict().values(), result.model.state_dict().values()):
         torch.testing.assert_close(a.cpu(), b.cpu())
     # curves artifact round trip
     store = RunStore(tmp_path)
-    ft.write_curves(store, {"adapted": result.history}, {"adapted": out}, {"adapted": "mixed"}, {"epochs": 3})
-    curves, models, comps = ft.read_curves(tmp_path)
-    np.testing.assert_array_equal(curves["adapted"]["epoch"], [0, 1, 2, 3])
-    assert np.isnan(curves["adapted"]["loss"][0]) and np.isfinite(curves["adapted"]["loss"][1:]).all()
-    assert models == {"adapted": out} and comps == {"adapted": "mixed"}
+    store.write(ft.STAGE, ft.curves_tree({"adapted": result.history}, {"adapted": out}, {"adapted": "mixed"}),
+                {"ratio": "2:1", "seed": 0}, files={out.name: file_digest(out)})
+    back = ft.load(store)
+    np.testing.assert_array_equal(back.curves["adapted"]["epoch"], [0, 1, 2, 3])
+    assert np.isnan(back.curves["adapted"]["loss"][0]) and np.isfinite(back.curves["adapted"]["loss"][1:]).all()
+    assert back.models == {"adapted": out} and back.compositions == {"adapted": "mixed"}
+    assert back.counts["adapted"]["generated"] == 6
 
 
 def test_finetune_rejects_a_checkpoint_for_another_task(tmp_path):
@@ -327,11 +330,11 @@ def test_notebook_04_writes_models_and_curves_then_skips(tmp_path):
                                    cwd=str(NOTEBOOK.parent), progress_bar=False, kernel_name="python3")
     assert ft.model_path(run_dir).exists()
     assert ft.model_path(run_dir, "proxy-only").exists() and ft.model_path(run_dir, "upper-bound").exists()
-    curves, models, comps = ft.read_curves(run_dir)
-    assert comps == {"adapted": "mixed", "proxy-only": "proxy", "upper-bound": "clean"}
-    assert list(curves["adapted"]["epoch"]) == [0, 1]
+    back = ft.load(RunStore(run_dir))
+    assert back.compositions == {"adapted": "mixed", "proxy-only": "proxy", "upper-bound": "clean"}
+    assert list(back.curves["adapted"]["epoch"]) == [0, 1]
     assert "finetuning 'adapted'" in _outputs(tmp_path / "04_0.ipynb")
-    assert "finetuning skipped" in _outputs(tmp_path / "04_1.ipynb")
+    assert "04_finetune.h5 is current (same parameters and inputs): loaded it" in _outputs(tmp_path / "04_1.ipynb")
 
 
 @pytest.mark.slow
@@ -339,6 +342,6 @@ def test_notebook_04_without_inputs_names_the_missing_artifact(tmp_path):
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    with pytest.raises(PapermillExecutionError, match=r"01_proxy\.h5 is missing: run notebooks/01_proxy\.ipynb"):
+    with pytest.raises(PapermillExecutionError, match=r"01_proxy\.h5 is missing; run notebooks/01_proxy\.ipynb"):
         papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "out.ipynb"), parameters={"run_dir": str(tmp_path), "threads": 1},
                                    cwd=str(NOTEBOOK.parent), progress_bar=False, kernel_name="python3")

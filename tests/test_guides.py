@@ -355,7 +355,8 @@ def test_notebook_writes_guides(generator, extra, tmp_path, monkeypatch):
     from hiralign.store import RunStore
 
     run_dir = tmp_path / "run"
-    run_notebook(tmp_path, monkeypatch, generator=generator, run_dir=str(run_dir), image_size=32, n_demo=2, n_guides=2, **extra)
+    run_notebook(tmp_path, monkeypatch, generator=generator, run_dir=str(run_dir), demo=True, image_size=32, n_demo=2,
+                 n_guides=2, **extra)
     art = RunStore(run_dir).read("02_guides")
     assert art["guides"].shape == (2, 2, 3, 32, 32) and art["proxy_rgb"].shape == (2, 3, 32, 32)
     assert art.attrs["generator"] == generator and art.attrs["demo"]

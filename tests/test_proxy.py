@@ -14,6 +14,7 @@ from hiralign import proxy as stage1
 from hiralign import restorers
 from hiralign.data import Cube
 from hiralign.store import RunStore
+from stage_helpers import make_run
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "01_proxy.ipynb"
 
@@ -72,19 +73,20 @@ def test_proxy_artifact_round_trip(tmp_path):
     clean = cubes(2, bands=31, size=16)
     degraded = stage1.degrade_targets(clean, "bandmiss", seed=1)
     proxies = [c.replace(np.clip(d.data, 0, 1)) for c, d in zip(clean, degraded)]
-    params = stage1.proxy_params("bandmiss", None, observed="0")
-    stage1.write_proxy_artifact(store, degraded, proxies, np.array([True, False]), params, clean=clean)
-    art = store.read("01_proxy", params)
+    params = {"task": "bandmiss", "observed": "0"}
+    store.write("01_proxy", stage1.proxy_tree(degraded, proxies, np.array([True, False]), "ckpt.safetensors", clean=clean), params)
+    art = store.read("01_proxy")
     assert art["degraded"].shape == art["proxy"].shape == art["clean"].shape == (2, 31, 16, 16)
     assert art["proxy_rgb"].shape == (2, 3, 16, 16) and art["names"] == [c.name for c in clean]
     assert art["degradation"]["mask"].shape == (2, 31, 16, 16) and art["degradation"]["name"] == ["bandmiss"] * 2
-    back = stage1.read_proxy_artifact(store, params)
+    back = stage1.load(store)
     assert back.observed.tolist() == [True, False] and len(back.observed_proxies) == 1
+    assert back.task == "bandmiss" and back.checkpoint.name == "ckpt.safetensors"
     np.testing.assert_array_equal(back.proxies[1].data, proxies[1].data)
     np.testing.assert_array_equal(back.rgb[0], proxies[0].data[[26, 15, 7]])  # 660, 550, 470 nm
 
-    stage1.write_proxy_artifact(store, degraded, proxies, np.array([True, True]), params)  # clean unknown
-    assert "clean" not in store.read("01_proxy") and stage1.read_proxy_artifact(store).clean is None
+    store.write("01_proxy", stage1.proxy_tree(degraded, proxies, np.array([True, True]), "ckpt.safetensors"), params)
+    assert "clean" not in store.read("01_proxy") and stage1.load(store).clean is None  # clean unknown
 
 
 def test_gap_table_reports_each_split_and_their_difference():
@@ -104,14 +106,15 @@ def test_gap_table_reports_each_split_and_their_difference():
 
 def test_notebook_01_runs_headless_with_tiny_parameters(tmp_path):
     out = tmp_path / "01_proxy.ipynb"
+    make_run(tmp_path / "run", until="00_data")
     papermill.execute_notebook(
         str(NOTEBOOK), str(out), cwd=str(NOTEBOOK.parent), progress_bar=False, kernel_name="python3",
-        parameters={"task": "denoise-gaussian", "image_size": 32, "tile": 24, "baseline_iterations": 5,
-                    "run_dir": str(tmp_path / "run")},
+        parameters={"task": "denoise-gaussian", "tile": 24, "baseline_iterations": 5, "run_dir": str(tmp_path / "run")},
     )
     art = RunStore(tmp_path / "run").read("01_proxy")
-    assert art["proxy"].shape == (8, 31, 32, 32) and art["observed"].all()
-    assert art.params["task"] == "denoise-gaussian" and art.params["checkpoint_sha256"]
+    assert art["proxy"].shape == (2, 31, 32, 32) and art["observed"].all()
+    assert art.params["task"] == "denoise-gaussian" and art.header.upstream["checkpoint"]["digest"]
+    assert set(art.header.upstream) == {"00_data", "checkpoint"}
     text = "\n".join(str(o.get("data", {}).get("text/markdown", "")) for c in nbformat.read(out, 4).cells
                      if c.cell_type == "code" for o in c.get("outputs", []))
     assert "gap source_test - target_observed" in text and "proxy PSNR" in text

@@ -18,13 +18,14 @@ import pytest
 import yaml
 
 from hiralign import reproduce as rp
+from hiralign.cli import main
 from hiralign.paper_numbers import direction_verdict, improvement, load_paper_numbers
-from hiralign.pipeline import STAGES
+from hiralign.stages import STAGES
+from stage_helpers import make_standin_notebooks
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params" / "paper"
 ALL_TABLES = [f"table{i}" for i in range(1, 12)]
-WRITE = STAGES  # the artifact each stand-in notebook writes is the one the pipeline checks for
 
 # ----------------------------------------------------------------------------- the paper's numbers
 
@@ -128,47 +129,33 @@ def test_paper_profile_without_datasets_fails_at_once_naming_paths(tmp_path):
 def test_cli_paper_profile_reports_missing_datasets(capsys):
     if (REPO / "data" / "cave").exists():
         pytest.skip("this checkout has data/cave")
-    assert rp.reproduce_main(["table6", "--profile", "paper"]) == 2
-    assert "data/cave" in capsys.readouterr().err
+    assert main(["reproduce", "table6", "--profile", "paper"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hiralign reproduce: ") and "data/cave" in err and "Traceback" not in err
 
 
 # ----------------------------------------------------------------------------- a stand-in grid
 
 
-def make_notebook(folder: Path, stage: str) -> None:
-    params = nbformat.v4.new_code_cell(
-        'run_dir: str = "."  # run folder\nvalue: int = 0  # a stage parameter\n'
-        'fail_if: str = ""  # fail while this file exists\ndevice: str = "cpu"  # device\n'
-        'task: str = ""  # task\nbackbone: str = ""  # backbone\ngenerator: str = ""  # generator')
-    params.metadata["tags"] = ["parameters"]
-    body = (
-        "from pathlib import Path\nimport json\n"
-        "if fail_if and Path(fail_if).exists():\n    raise RuntimeError('interrupted on purpose')\n"
-        f"with open(Path(run_dir, 'log.txt'), 'a') as f: f.write('{stage}\\n')\n"
-    )
-    if stage == "05_evaluate":  # the layout of hiralign.evaluate.write_metrics
-        body += (
-            "v = int(Path(run_dir, '04_model.safetensors').read_text())\n"
-            "rows = []\n"
-            "for split in ('observed', 'unobserved', 'total'):\n"
-            "    rows.append(['source-only', '', split, 2, 30.0, 0.90, 10.0])\n"
-            "    rows.append(['adapted', '', split, 2, 30.0 + v, 0.90 + 0.01 * v, 10.0 - v])\n"
-            "payload = {'provenance': {'device': device, 'created': '2024-01-01T00:00:00+00:00',\n"
-            "                          'code_version': {'hiralign': '0.1.0', 'git_commit': 'abcdef0123456789'}},\n"
-            "           'tables': {'summary': {'columns': ['method', 'training', 'split', 'n', 'psnr', 'ssim', 'sam'],\n"
-            "                                  'rows': rows}}}\n"
-            "Path(run_dir, '05_metrics.json').write_text(json.dumps(payload))\n"
-        )
-    else:
-        body += f"Path(run_dir, '{WRITE[stage]}').write_text(str(value))\n"
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {stage}"), params,
-                                         nbformat.v4.new_code_cell(body)])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, folder / f"{stage}.ipynb")
+#: Stage 05 of the stand-ins writes 05_metrics.json in the layout of hiralign.evaluate.write_metrics,
+#: its adapted scores offset by the `epochs` of stage 04 (the knob the three experiments turn).
+STANDIN_METRICS = """\
+import json
+from hiralign.store import read_params
+v = int(read_params(Path(run_dir, "04_finetune.h5"))["epochs"])
+rows = []
+for split in ("observed", "unobserved", "total"):
+    rows.append(["source-only", "", split, 2, 30.0, 0.90, 10.0])
+    rows.append(["adapted", "", split, 2, 30.0 + v, 0.90 + 0.01 * v, 10.0 - v])
+payload = {"provenance": {"device": device, "created": "2024-01-01T00:00:00+00:00",
+                          "code_version": {"hiralign": "0.1.0", "git_commit": "abcdef0123456789"}},
+           "tables": {"summary": {"columns": ["method", "training", "split", "n", "psnr", "ssim", "sam"], "rows": rows}}}
+Path(run_dir, "05_metrics.json").write_text(json.dumps(payload))
+"""
 
 
-def experiment(row: str, value: int, fail_if: str = "") -> dict:
-    finetune = {"value": value, **({"fail_if": fail_if} if fail_if else {})}
+def experiment(row: str, value: int) -> dict:
+    finetune = {"epochs": value}
     return {"title": row, "dataset": "CAVE", "task": "denoise-gaussian", "paper_backbone": "T3SC", "backbone": "spectral-cnn",
             "generator": "jitter", "mapping": "T3SC -> spectral-cnn (stand-in)",
             "cells": [{"row": row, "group": "Denoising", "measure": "adapted"}],
@@ -180,28 +167,28 @@ def grid(tmp_path):
     """A table6 with three stand-in experiments that differ only in stage 04 (like the real one)."""
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
-    for stage in STAGES:
-        make_notebook(notebooks, stage)
+    stop = tmp_path / "stop"
+    interrupt = f'if Path(run_dir).name == "generated" and Path({str(stop)!r}).exists():\n    raise RuntimeError("interrupted on purpose")\n'
+    make_standin_notebooks(notebooks, extra={"04_finetune": interrupt, "05_evaluate": STANDIN_METRICS})
     root = tmp_path / "params"
     (root / "table6").mkdir(parents=True)
     shutil.copy(PARAMS / "paper_numbers.yaml", root / "paper_numbers.yaml")
     defaults = {
         "profiles": {
-            "mini": {"label": "mini (synthetic stand-in)", "device": "cpu", "seed": 0, "stages": {"00_data": {"value": 7}},
+            "mini": {"label": "mini (synthetic stand-in)", "device": "cpu", "seed": 0, "stages": {"00_data": {"n_source_test": 3}},
                      "slurm": {"gpus_per_node": 0, "cpus_per_task": 1, "mem_gb": 1, "timeout_min": 10}},
             "paper": {"label": "paper", "device": "cuda", "seed": 0},
         },
         "datasets": {"CAVE": {"mini": {"dataset_label": "synthetic stand-in for CAVE"},
                               "paper": {"dataset_label": "data/cave", "requires": ["data/cave", "data/icvl"],
-                                        "stages": {"00_data": {"fail_if": "data/cave/never"}}}}},
+                                        "stages": {"00_data": {"dataset": "data/cave"}}}}},
         "origins": {"data/cave": {"name": "CAVE", "get": "https://www.cs.columbia.edu/CAVE/databases/multispectral/"}},
     }
     (root / rp.DEFAULTS_FILE).write_text(yaml.safe_dump(defaults))
     (root / "table6" / rp.TABLE_FILE).write_text(yaml.safe_dump({
         "comparisons": [["Proxy only", "Proxy + Generated"], ["Generated only", "Proxy + Generated"]],
         "not_reproduced": {}}))
-    stop = tmp_path / "stop"
-    for name, exp in {"proxy": experiment("Proxy only", 1), "generated": experiment("Generated only", 4, str(stop)),
+    for name, exp in {"proxy": experiment("Proxy only", 1), "generated": experiment("Generated only", 4),
                       "mixed": experiment("Proxy + Generated", 3)}.items():
         (root / "table6" / f"{name}.yaml").write_text(yaml.safe_dump(exp))
     kw = dict(params_root=root, notebooks_dir=notebooks, log=lambda m: None)
@@ -286,7 +273,7 @@ def test_paper_profile_check_on_stand_in_grid(grid):
     rp.check_datasets(spec, {}, tmp)  # present now: no error
     runs = rp.plan(spec, tmp / "runs", kw["params_root"], kw["notebooks_dir"], data_root=tmp)
     # required paths reach the notebooks as absolute paths (they run in notebooks/)
-    assert runs[0][2]["stages"]["00_data"]["fail_if"] == str(tmp / "data" / "cave" / "never")
+    assert runs[0][2]["stages"]["00_data"]["dataset"] == str(tmp / "data" / "cave")
 
 
 def test_unknown_parameter_is_reported_with_its_file(grid):
@@ -323,3 +310,10 @@ def test_tables_notebook_renders_a_results_table(grid, tmp_path):
                      for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code" for o in c.outputs)
     assert "DISAGREES" in text and "mini (synthetic stand-in)" in text
     assert (tmp / "results" / "table6_psnr.png").exists()
+
+
+def test_the_package_keeps_the_names_notebooks_and_tools_use():
+    for name in ("read_results", "plot_rows", "plot_gains", "disagreements", "reproduce", "load_table", "plan",
+                 "collect", "compare", "measured", "write_results", "table_name", "list_tables", "check_datasets"):
+        assert callable(getattr(rp, name)), name
+    assert rp.REPO_ROOT == REPO and rp.PARAMS_ROOT == PARAMS and issubclass(rp.MissingDatasetError, rp.ReproduceError)

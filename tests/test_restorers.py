@@ -95,7 +95,7 @@ def test_a_user_module_registers_and_builds_by_name():
         with pytest.raises(ValueError, match="already registered"):
             restorers.register("test-shrink", "denoise", small={}, large={})(Shrink)
     finally:
-        restorers._REGISTRY.pop("test-shrink")
+        restorers._REGISTRY.unregister("test-shrink")
 
 
 # ----------------------------------------------------------------------------- locality and tiling

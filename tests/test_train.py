@@ -10,6 +10,7 @@ from torch import nn
 
 from hiralign import restorers
 from hiralign.data import Cube
+from hiralign.cli.pretrain import pretrain_main
 from hiralign.tasks import get_task
 from hiralign.train import (
     CHECKPOINT_DIR,
@@ -23,7 +24,6 @@ from hiralign.train import (
     evaluate_restorer,
     fit,
     load_checkpoint,
-    pretrain_main,
     read_checkpoint_config,
     resume_path,
     save_checkpoint,
@@ -191,6 +191,7 @@ def test_pretrain_main_writes_a_checkpoint_with_source_and_target_scores(tmp_pat
     assert config["bands"] == 31 and config["task"] == "denoise-gaussian" and len(config["wavelengths"]) == 31
     assert {"source_test", "target_observed"} <= set(config["evaluation"])
     assert "SYNTHETIC" in config["source"] and "target_observed" in capsys.readouterr().out
+    assert config["command"].startswith("hiralign pretrain --task denoise-gaussian")
 
 
 def test_source_model_prefers_the_demo_checkpoint_and_rejects_a_mismatched_backbone(tmp_path):

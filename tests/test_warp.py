@@ -31,6 +31,8 @@ from hiralign.warp import (
 )
 from hiralign.warp import losses, retrieval, transport
 from hiralign.warp.operator import composed_operator
+from hiralign.stages import run_stage
+from stage_helpers import tiny_params
 
 REPO = Path(__file__).resolve().parents[1]
 CAVE = Path(__file__).resolve().parents[2] / "shared/data/cave_balloons_ms_256.mat"
@@ -420,19 +422,22 @@ def test_stage_warps_observed_proxies_from_a_run_directory(tmp_path, cave_crop):
     store = RunStore(tmp_path)
     store.write("01_proxy", {"proxy": proxies, "proxy_rgb": proxy_rgb, "wavelengths": VISIBLE_31,
                              "names": ["a", "b", "c"], "observed": np.array([True, False, True])}, {})
-    store.write("02_guides", {"guides": guides, "proxy_rgb": proxy_rgb}, {})
-    inputs = stage.load_inputs(tmp_path)
+    store.write("02_guides", {"guides": guides, "proxy_rgb": proxy_rgb}, {}, attrs={"demo": False})
+    inputs = stage.inputs_of(store.read("01_proxy"), store.read("02_guides"))
     assert inputs.names == ["a", "c"] and inputs.guides.shape == (2, 2, 3, 20, 20) and not inputs.demo
-    params = {"iters": 2, "threads": 1}
-    tree = stage.run_stage(tmp_path, inputs, params, params, log=lambda _: None)
+    params = tiny_params("03_warp", iters=2)
+    tree = run_stage("03_warp", tmp_path, params, log=lambda _: None).data
     art = store.read("03_warp")
+    assert set(art.header.upstream) == {"01_proxy", "02_rgb_guides"}
     assert art["hsi"].shape == (2, 2, 31, 20, 20) and art["rgb"].shape == (2, 2, 3, 20, 20)
     assert art["names"] == ["a", "c"] and sorted(art["operators"]) == ["0_0", "0_1", "1_0", "1_1"]
     w = stage.operator_from_arrays(art["operators"]["1_1"])
     np.testing.assert_allclose((w @ proxies[2].reshape(31, -1).T).T.reshape(31, 20, 20), art["hsi"][1, 1], atol=1e-5)
     np.testing.assert_array_equal(tree["hsi"], art["hsi"])
-    again = stage.run_stage(tmp_path, inputs, params, params, log=lambda _: None)  # current: read, not recomputed
+    messages = []
+    again = run_stage("03_warp", tmp_path, params, log=messages.append)  # current: read, not recomputed
     np.testing.assert_array_equal(again["displacement"], art["displacement"])
+    assert messages == ["03_warp.h5 is current (same parameters and inputs): loaded it"]
     assert inputs.limit(3).guides.shape[:2] == (1, 2) and inputs.limit(1).guides.shape[:2] == (1, 1)
 
 
@@ -445,7 +450,7 @@ def test_notebook_runs_headless_and_writes_its_artifact(tmp_path):
     run_dir = tmp_path / "run"
     papermill.execute_notebook(
         str(REPO / "notebooks" / "03_warp.ipynb"), str(out), cwd=str(REPO / "notebooks"), progress_bar=False,
-        parameters={"run_dir": str(run_dir), "image_size": 24, "iters": 5, "k": 8, "n_candidates": 8},
+        parameters={"run_dir": str(run_dir), "demo": True, "image_size": 24, "iters": 5, "k": 8, "n_candidates": 8},
     )
     art = RunStore(run_dir).read("03_warp")
     assert art["hsi"].shape == (1, 1, 31, 24, 24) and art["displacement"].shape == (1, 1, 2, 24, 24)
@@ -457,7 +462,7 @@ def test_notebook_runs_headless_and_writes_its_artifact(tmp_path):
 @pytest.mark.slow
 def test_benchmark_script_writes_its_table(tmp_path, cave_path):  # the benchmark scene is the real CAVE one
     cmd = [sys.executable, str(REPO / "benchmarks" / "warp.py"), "--sizes", "32", "--indexes", "ivf",
-           "--iters", "2", "--threads", "1", "--recall-queries", "200", "--out", str(tmp_path)]
+           "--iters", "2", "--threads", "1", "--recall-queries", "200", "--out", str(tmp_path), "--scene", str(cave_path)]
     subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
     report = json.loads((tmp_path / "warp_bench.json").read_text())["benchmark"]
     assert [r["index"] for r in report["rows"]] == ["ivf"]

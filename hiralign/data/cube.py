@@ -6,8 +6,10 @@ from typing import Any
 
 import numpy as np
 
+from hiralign.errors import UserError
 
-class CubeError(ValueError):
+
+class CubeError(UserError, ValueError):
     """A hyperspectral cube or its wavelengths are malformed."""
 
 

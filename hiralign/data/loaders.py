@@ -28,6 +28,8 @@ import scipy.io
 from scipy.io.matlab import MatReadError
 
 from hiralign.data.cube import Cube, CubeError
+from hiralign.errors import UserError
+from hiralign.registry import Registry
 
 CAVE_WAVELENGTHS = np.arange(400.0, 701.0, 10.0)  # band 01 = 400 nm ... band 31 = 700 nm
 ICVL_WAVELENGTHS = np.arange(400.0, 701.0, 10.0)  # used only when a file lacks its `bands` variable
@@ -42,8 +44,12 @@ _CAVE_BAND_PNG = re.compile(r"^(?P<scene>.+)_(?P<band>\d{1,3})\.png$", re.IGNORE
 _NOISY_FOLDER = re.compile(r"^input(?P<ratio>\d+)$", re.IGNORECASE)
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset file is missing, unreadable, or does not hold the expected cube."""
+
+
+#: Loader functions by dataset kind (one per entry of :data:`DATASETS`); :func:`load` dispatches on it.
+_LOADERS: Registry = Registry("dataset kind", error=DatasetError)
 
 
 # ----------------------------------------------------------------------------- reading files
@@ -347,6 +353,7 @@ def _load_reflectance_mat(path: Path, dataset: str, grid: np.ndarray, preferred:
     return _cube(data, wl, path.stem, meta, path)
 
 
+@_LOADERS.register("cave")
 def load_cave(path: str | Path, wavelengths: Sequence[float] | None = None, variable: str | None = None) -> Cube:
     """A CAVE scene: its folder of band PNGs (or one of those PNGs), or a ``.mat`` copy.
 
@@ -370,6 +377,7 @@ def load_cave(path: str | Path, wavelengths: Sequence[float] | None = None, vari
 # ----------------------------------------------------------------------------- ICVL
 
 
+@_LOADERS.register("icvl")
 def load_icvl(path: str | Path, variable: str | None = None, normalize: str = "max") -> Cube:
     """An ICVL (Arad & Ben-Shahar 2016) ``.mat`` scene: radiance ``rad`` and wavelengths ``bands``.
 
@@ -412,6 +420,7 @@ def load_icvl(path: str | Path, variable: str | None = None, normalize: str = "m
 # ----------------------------------------------------------------------------- KAIST
 
 
+@_LOADERS.register("kaist")
 def load_kaist(path: str | Path, wavelengths: Sequence[float] | None = None, variable: str | None = None) -> Cube:
     """A KAIST (Choi et al. 2017) scene ``.mat``, MATLAB v5 or v7.3: variable ``HSI`` ``(H, W, 31)``.
 
@@ -449,6 +458,7 @@ def _drop_bands(data: np.ndarray, wl: np.ndarray, drop: Sequence[int], path: Pat
     return data[keep], wl
 
 
+@_LOADERS.register("hsidwrd")
 def load_hsidwrd(path: str | Path, wavelengths: Sequence[float] | None = None, *,
                  drop_bands: Sequence[int] = HSIDWRD_DROP_BANDS, ratio: float | None = None,
                  scale: str | float | None = None, variable: str | None = None, layout: str = "auto",
@@ -508,6 +518,7 @@ def load_hsidwrd_pair(root: str | Path, scene: str | int, wavelengths: Sequence[
 # ----------------------------------------------------------------------------- generic files
 
 
+@_LOADERS.register("generic")
 def load_generic(path: str | Path, wavelengths: Sequence[float] | None = None, variable: str | None = None,
                  layout: str = "auto", scale: str | float = "auto") -> Cube:
     """A cube from ``.mat`` (v5/v7.3), ``.h5``/``.hdf5``, ``.npy``, ``.npz`` or ``.tif``.
@@ -563,15 +574,10 @@ def guess_kind(path: str | Path) -> str:
     return "generic"
 
 
-_LOADERS = {"cave": load_cave, "icvl": load_icvl, "kaist": load_kaist, "hsidwrd": load_hsidwrd, "generic": load_generic}
-
-
 def load(path: str | Path, kind: str | None = None, **kw: Any) -> Cube:
     """Load ``path`` with the loader of ``kind`` (one of :data:`DATASETS`), guessed from the path if ``None``."""
     kind = guess_kind(path) if kind is None else kind.lower()
-    if kind not in _LOADERS:
-        raise DatasetError(f"{path}: unknown dataset kind {kind!r}; use one of {list(DATASETS)}")
-    return _LOADERS[kind](path, **kw)
+    return _LOADERS.get(kind, where=str(path))(path, **kw)
 
 
 def scene_path(dataset: str, root: str | Path, scene: str) -> Path:

@@ -5,14 +5,17 @@ reads) can stand in for the target (and the source) domain, cut into ``image_siz
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
 from hiralign.data.cube import Cube, CubeError
-from hiralign.data.loaders import DatasetError, load
+from hiralign.data import loaders
+from hiralign.data.loaders import DatasetError, variable_names
 from hiralign.data.synthetic import Benchmark, make_benchmark
-from hiralign.store import RunStore
+from hiralign.stages import require
+from hiralign.store import RunStore, canonical_params
 
 SPLITS = ("source_train", "source_test", "target_observed", "target_unobserved")
 SCENE_SUFFIXES = {".mat", ".h5", ".hdf5", ".npy", ".npz", ".tif", ".tiff"}
@@ -45,7 +48,7 @@ def tiles(cube: Cube, size: int) -> list[Cube]:
 
 def real_tiles(path: str, kind: str, size: int, n: int, seed: int) -> list[Cube]:
     """``n`` tiles drawn (seeded, without replacement) from every scene under ``path``."""
-    pool = [t for f in scene_files(path) for t in tiles(load(f, kind=kind or None), size)]
+    pool = [t for f in scene_files(path) for t in tiles(loaders.load(f, kind=kind or None), size)]
     if len(pool) < n:
         raise DatasetError(f"{path}: only {len(pool)} tiles of {size}x{size} px; {n} are needed")
     order = np.random.default_rng(seed).permutation(len(pool))[:n]
@@ -74,28 +77,83 @@ def is_synthetic(bench: Benchmark) -> bool:
     return any(c.meta.get("synthetic", False) for cubes in bench.splits().values() for c in cubes)
 
 
-def write_splits(store: RunStore, bench: Benchmark, params: dict) -> Path:
-    """Write ``00_data.h5`` (schema in docs/ARTIFACTS.md)."""
-    data: dict = {"wavelengths": bench.wavelengths}
+def check_header(path: Path) -> None:
+    """Open a scene file far enough to know it is readable and holds arrays (no pixel data is read)."""
+    suffix = path.suffix.lower()
+    try:
+        if path.is_dir():
+            if not any(path.rglob("*.png")):
+                raise DatasetError(f"{path}: CAVE scene folder without band PNGs")
+        elif suffix == ".mat":
+            if not variable_names(path):
+                raise DatasetError(f"{path}: .mat file holds no variables")
+        elif suffix in (".h5", ".hdf5"):
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                if not list(f.keys()):
+                    raise DatasetError(f"{path}: HDF5 file holds no datasets")
+        elif suffix in (".npy", ".npz"):
+            np.load(path, mmap_mode="r", allow_pickle=False)
+        elif suffix in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                tif.series[0].shape
+    except DatasetError:
+        raise
+    except Exception as err:  # every reader has its own error types for a damaged file
+        raise DatasetError(f"{path}: corrupt or truncated file ({type(err).__name__}: {err})") from err
+
+
+def splits_tree(bench: Benchmark) -> dict:
+    """The ``00_data.h5`` content (schema in docs/ARTIFACTS.md): cubes, names and each cube's ``meta`` as JSON."""
+    data: dict = {"wavelengths": bench.wavelengths, "benchmark": canonical_params(bench.params)}
     for name, cubes in bench.splits().items():
-        group: dict = {"names": [c.name for c in cubes]} if cubes else {}
+        group: dict = {"names": [c.name for c in cubes], "meta": [canonical_params(c.meta) for c in cubes]} if cubes else {}
         if cubes:
             group["cubes"] = np.stack([c.data for c in cubes])
         data[name] = group
-    return store.write("00_data", data, params, attrs={"synthetic": is_synthetic(bench)})
+    return data
 
 
-def read_splits(store: RunStore, params: dict | None = None) -> Benchmark:
-    """Read ``00_data.h5`` back into a :class:`Benchmark` (raises if stale against ``params``)."""
-    art = store.read("00_data", params)
-    wl = art["wavelengths"]
-    synthetic = bool(art.attrs.get("synthetic", False))
+def benchmark_from_tree(tree: dict) -> Benchmark:
+    """Inverse of :func:`splits_tree`: every cube with its name, wavelengths and metadata."""
+    wl = tree["wavelengths"]
     splits = {}
     for name in SPLITS:
-        group = art[name]
-        cubes = group.get("cubes", np.zeros((0,)))
-        splits[name] = [Cube(c, wl, name=n, meta={"synthetic": synthetic}) for c, n in zip(cubes, group.get("names", []))]
-    return Benchmark(**splits, params={**art.params, "wavelengths": wl.tolist()})
+        group = tree[name]
+        cubes, names, metas = group.get("cubes", np.zeros((0,))), group.get("names", []), group.get("meta", [])
+        splits[name] = [Cube(c, wl, name=n, meta=json.loads(m)) for c, n, m in zip(cubes, names, metas)]
+    return Benchmark(**splits, params=json.loads(tree["benchmark"]))
+
+
+def check(params: dict) -> None:
+    """Parameter checks of stage 00 (no work): counts, size, and that real scene files exist and open."""
+    for key in ("image_size", "n_target_observed"):
+        require("00_data", params, key, lambda v: v >= 1, ">= 1")
+    for key in ("n_source_train", "n_source_test", "n_target_unobserved"):
+        require("00_data", params, key, lambda v: v >= 0, ">= 0")
+    for key in ("dataset", "source_path"):
+        if params.get(key) and params[key] != "synthetic":
+            for path in scene_files(params[key]):
+                check_header(path)
+
+
+def compute(stage) -> Benchmark:
+    """Stage 00: build the four splits and write ``00_data.h5``."""
+    p = stage.params
+    bench = build_splits(dataset=p["dataset"], kind=p["kind"], source_path=p["source_path"], image_size=p["image_size"],
+                         n_source_train=p["n_source_train"], n_source_test=p["n_source_test"],
+                         n_target_observed=p["n_target_observed"], n_target_unobserved=p["n_target_unobserved"],
+                         seed=p["seed"])
+    stage.write(splits_tree(bench), attrs={"synthetic": is_synthetic(bench)})
+    return bench
+
+
+def load(store: RunStore) -> Benchmark:
+    """``00_data.h5`` read back (verified) into a :class:`Benchmark`."""
+    return benchmark_from_tree(store.read("00_data").data)
 
 
 def summary(bench: Benchmark) -> None:

@@ -552,17 +552,19 @@ def plot_domain_shift(data: Any, labels: tuple[str, str] = ("source", "target"),
     return fig
 
 
-def plot_scenes(cubes: Sequence[Cube], n: int = 4):
-    """Figure of the first ``n`` cubes as proxy RGB (Eq. 4 bands), titled with name and illuminant."""
+def plot_scenes(cubes: Sequence[Cube], n: int = 4, title: str = ""):
+    """Figure of the first ``n`` cubes as proxy RGB (Eq. 4 bands), titled with name and illuminant
+    (and ``title`` above them all, laid out so it never overlaps the panel titles)."""
     import matplotlib.pyplot as plt
 
     shown = list(cubes)[: max(int(n), 1)]
     if not shown:
         raise ValueError("no cubes to plot")
-    fig, axes = plt.subplots(1, len(shown), figsize=(3 * len(shown), 3.3), squeeze=False)
+    fig, axes = plt.subplots(1, len(shown), figsize=(3 * len(shown), 3.6), squeeze=False, layout="constrained")
     for ax, cube in zip(axes[0], shown):
         ax.imshow(display_rgb(to_rgb(cube)))
         ax.set_title(f"{cube.name}\n{cube.meta.get('illuminant', '')}", fontsize=8)
         ax.axis("off")
-    fig.tight_layout()
+    if title:
+        fig.suptitle(title)
     return fig

@@ -14,28 +14,25 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
-import torch
 
 from hiralign.guides.resize import as_rgb_batch
+from hiralign.registry import Registry
+from hiralign.runtime import thread_limit
 
-#: generator name -> "module:function" producing (N, G, 3, H, W) guides.
-GENERATORS = {
-    "jitter": "hiralign.guides.jitter:jitter_guides",
-    "local-ddpm": "hiralign.guides.local_ddpm:local_ddpm_guides",
-    "unclip": "hiralign.guides.unclip:unclip_guides",
-}
+#: generator name -> "module:function" producing (N, G, 3, H, W) guides (imported on first use).
+GENERATORS: Registry[str] = Registry("guide generator")
+GENERATORS.register("jitter", "hiralign.guides.jitter:jitter_guides")
+GENERATORS.register("local-ddpm", "hiralign.guides.local_ddpm:local_ddpm_guides")
+GENERATORS.register("unclip", "hiralign.guides.unclip:unclip_guides")
 FIXED_ARGS = ("proxy_rgbs", "n_guides", "seed")
 
 
 def generator_function(generator: str) -> Callable[..., np.ndarray]:
     """The guide function of a generator name (``ValueError`` naming the choices otherwise)."""
-    if generator not in GENERATORS:
-        raise ValueError(f"unknown guide generator {generator!r}; choose one of {sorted(GENERATORS)}")
-    module, name = GENERATORS[generator].split(":")
+    module, name = GENERATORS.get(generator).split(":")
     return getattr(importlib.import_module(module), name)
 
 
@@ -54,23 +51,6 @@ def select_params(generator: str, params: dict[str, Any]) -> dict[str, Any]:
     """The entries of ``params`` that ``generator`` uses (one notebook parameter cell serves all)."""
     accepted = set(generator_parameters(generator))
     return {k: v for k, v in params.items() if k in accepted}
-
-
-def resolve_device(device: str) -> str:
-    """``'auto'`` -> ``'cuda'`` when available, else ``'cpu'``; anything else unchanged."""
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-
-
-@contextmanager
-def thread_limit(threads: int) -> Iterator[None]:
-    """Run torch on ``threads`` CPU threads inside the block (0 = unchanged), then restore."""
-    before = torch.get_num_threads()
-    if threads > 0:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def generate_guides(proxy_rgbs, generator: str = "jitter", n_guides: int = 3, seed: int = 0, threads: int = 0, **params: Any) -> np.ndarray:
@@ -96,5 +76,3 @@ def generate_guides(proxy_rgbs, generator: str = "jitter", n_guides: int = 3, se
         raise RuntimeError(f"generator {generator!r} returned shape {guides.shape}, expected {expected}")
     return np.ascontiguousarray(guides, dtype=np.float32)
 
-
-__all__ = ["GENERATORS", "generate_guides", "generator_parameters", "resolve_device", "select_params"]

@@ -232,7 +232,7 @@ def local_ddpm_guides(
     ``training`` holds :class:`LocalDDPMConfig` fields (``train_steps``, ``patch_size``, ...);
     ``device`` ``'auto'`` picks CUDA when present.
     """
-    from hiralign.guides import resolve_device
+    from hiralign.runtime import resolve_device
 
     device = resolve_device(device)
     unknown = set(training) - set(LocalDDPMConfig.__dataclass_fields__)

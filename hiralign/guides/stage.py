@@ -1,25 +1,27 @@
 """Stage 2a in the run directory: read proxy RGBs, generate guides, write ``02_guides.h5``.
 
-Input: ``proxy_rgb`` (N, 3, H, W) of ``01_proxy.h5`` when ``run_dir`` has it; otherwise DEMO
-proxies: target-observed scenes of the embedded SYNTHETIC benchmark, rendered to RGB (Eq. 4) and
-lightly Gaussian-blurred as stand-ins for restored proxies (labelled as such in the artifact).
+Input: ``proxy_rgb`` (N, 3, H, W) of ``01_proxy.h5`` (a missing record is an error naming notebook 01);
+only with ``demo=True`` DEMO proxies instead: target-observed scenes of the embedded SYNTHETIC
+benchmark, rendered to RGB (Eq. 4) and lightly Gaussian-blurred as stand-ins for restored proxies
+(labelled as such in the artifact).
 Output (docs/ARTIFACTS.md): ``guides`` (N, G, 3, H, W) in [0, 1], ``proxy_rgb``, ``names``, the
 measured diversity; attributes ``generator``, ``input_source``, ``demo``.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
-from hiralign.guides import generate_guides
-from hiralign.guides.diversity import guide_diversity
+from hiralign.guides import GENERATORS, generate_guides, select_params
+from hiralign.guides.diversity import GuideDiversity, guide_diversity
+from hiralign.runtime import resolve_device
 from hiralign.spectral import to_rgb
-from hiralign.store import RunStore
+from hiralign.stages import ParameterError, require
+from hiralign.store import ArtifactError, RunStore
 
 
 @dataclass(frozen=True)
@@ -34,10 +36,6 @@ class GuideInputs:
     def demo(self) -> bool:
         return not self.source.startswith("run directory")
 
-    def digest(self) -> str:
-        """Hash of the proxy pixels (part of the stage parameters: new proxies -> new guides)."""
-        return hashlib.sha256(np.ascontiguousarray(self.proxy_rgb, dtype=np.float32).tobytes()).hexdigest()[:16]
-
 
 def demo_proxies(image_size: int = 64, n_proxies: int = 4, seed: int = 0, blur_sigma: float = 0.8) -> GuideInputs:
     """Stand-in proxies: clean SYNTHETIC target RGBs blurred by ``blur_sigma`` px (not restorer outputs)."""
@@ -50,17 +48,12 @@ def demo_proxies(image_size: int = 64, n_proxies: int = 4, seed: int = 0, blur_s
     return GuideInputs(np.clip(blurred, 0.0, 1.0).astype(np.float32), [c.name for c in bench.target_observed], source)
 
 
-def load_proxies(run_dir: Path | str, image_size: int = 64, n_demo: int = 4, seed: int = 0) -> GuideInputs:
-    """``proxy_rgb`` of ``01_proxy.h5`` in ``run_dir``, or :func:`demo_proxies` when it is absent."""
-    store = RunStore(run_dir)
-    if not store.exists("01_proxy"):
-        return demo_proxies(image_size, n_demo, seed)
-    art = store.read("01_proxy")
+def proxies_of(art) -> GuideInputs:
+    """The proxy RGBs of a verified ``01_proxy.h5`` record (every 01 image; 03 picks the observed ones)."""
     rgb = np.asarray(art["proxy_rgb"], dtype=np.float32)
     if rgb.ndim != 4 or rgb.shape[1] != 3:
-        raise ValueError(f"{store.path('01_proxy')} proxy_rgb has shape {rgb.shape}; expected (N, 3, H, W)")
-    names = list(art["names"]) if "names" in art else [f"proxy-{i}" for i in range(len(rgb))]
-    return GuideInputs(rgb, names, f"run directory {store.run_dir} (01_proxy.h5)")
+        raise ArtifactError(f"{art.path} proxy_rgb has shape {rgb.shape}; expected (N, 3, H, W); rerun notebook 01_proxy")
+    return GuideInputs(rgb, [str(n) for n in art["names"]], "run directory: 01_proxy.h5")
 
 
 def check_available(generator: str, generator_params: dict[str, Any]) -> None:
@@ -71,34 +64,62 @@ def check_available(generator: str, generator_params: dict[str, Any]) -> None:
         resolve_model_folder(generator_params.get("model_path", DEFAULT_MODEL), generator_params.get("allow_download", False))
         clip_path = generator_params.get("clip_path")
         if clip_path and not Path(clip_path).is_dir():
-            raise FileNotFoundError(f"clip_path {clip_path} is not a folder (expected a blur-robust encoder saved by clip_finetune)")
+            raise ParameterError(f"02_rgb_guides: clip_path {clip_path} is not a folder (expected a blur-robust encoder saved by clip_finetune)")
 
 
-def run_stage(
-    run_dir: Path | str,
-    inputs: GuideInputs,
-    generator: str,
-    n_guides: int,
-    seed: int,
-    generator_params: dict[str, Any],
-    threads: int = 0,
-    force: bool = False,
-    log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Generate the guides and write ``02_guides.h5``, or read it back when current; returns its content."""
-    store = RunStore(run_dir)
-    params = {"generator": generator, "n_guides": int(n_guides), "seed": int(seed), "proxies": inputs.digest(), **generator_params}
-    if not force and store.is_current("02_guides", params):
-        log(f"{store.path('02_guides')} is current (same parameters): loaded it")
-        return store.read("02_guides").data
-    guides = generate_guides(inputs.proxy_rgb, generator, n_guides=n_guides, seed=seed, threads=threads, **generator_params)
-    diversity = guide_diversity(inputs.proxy_rgb, guides)
-    tree = {
-        "guides": guides,
-        "proxy_rgb": inputs.proxy_rgb,
-        "names": list(inputs.names),
-        "diversity": {"between_guides": diversity.between_guides, "to_proxy": diversity.to_proxy},
-    }
-    path = store.write("02_guides", tree, params, attrs={"generator": generator, "input_source": inputs.source, "demo": inputs.demo})
-    log(f"wrote {path}")
-    return tree
+def generator_settings(params: dict[str, Any]) -> dict[str, Any]:
+    """The notebook parameters the chosen generator takes (device resolved: ``auto`` -> cuda or cpu)."""
+    return select_params(params["generator"], dict(
+        model_path=params["model_path"], clip_path=params["clip_path"] or None, strength=params["strength"],
+        noise_level=params["noise_level"], guidance_scale=params["guidance_scale"], steps=params["steps"],
+        prompt=params["prompt"], negative_prompt=params["negative_prompt"], train_steps=params["train_steps"],
+        device=resolve_device(params["device"])))
+
+
+def check(params: dict[str, Any]) -> None:
+    """Parameter checks of stage 2a (no work): generator, counts, strength, device, unCLIP weights."""
+    require("02_rgb_guides", params, "generator", lambda v: v in GENERATORS, f"one of {', '.join(GENERATORS.names())}")
+    for key in ("n_guides", "steps", "n_demo", "image_size"):
+        require("02_rgb_guides", params, key, lambda v: v >= 1, ">= 1")
+    require("02_rgb_guides", params, "strength", lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
+    if "device" in params:
+        resolve_device(params["device"])
+    if params.get("generator") == "unclip":
+        check_available("unclip", generator_settings(params))
+
+
+@dataclass(frozen=True)
+class GuideSet:
+    """``02_guides.h5``: guides (N, G, 3, H, W) of the proxy RGBs (N, 3, H, W), their diversity, provenance."""
+
+    guides: np.ndarray
+    proxy_rgb: np.ndarray
+    names: list[str]
+    diversity: GuideDiversity
+    generator: str
+    source: str
+    demo: bool
+
+    def tree(self) -> dict[str, Any]:
+        return {"guides": self.guides, "proxy_rgb": self.proxy_rgb, "names": list(self.names),
+                "diversity": {"between_guides": self.diversity.between_guides, "to_proxy": self.diversity.to_proxy}}
+
+
+def compute(stage) -> GuideSet:
+    """Stage 2a: guides of every proxy RGB of 01_proxy.h5 (or of demo proxies with ``demo=True``)."""
+    p = stage.params
+    inputs = demo_proxies(p["image_size"], p["n_demo"], p["seed"]) if p["demo"] else proxies_of(stage.read("01_proxy"))
+    guides = generate_guides(inputs.proxy_rgb, p["generator"], n_guides=p["n_guides"], seed=p["seed"], threads=p["threads"],
+                             **generator_settings(p))
+    result = GuideSet(guides, inputs.proxy_rgb, list(inputs.names), guide_diversity(inputs.proxy_rgb, guides),
+                      p["generator"], inputs.source, inputs.demo)
+    stage.write(result.tree(), attrs={"generator": result.generator, "input_source": result.source, "demo": result.demo})
+    return result
+
+
+def load(store: RunStore) -> GuideSet:
+    """``02_guides.h5`` read back (verified)."""
+    art = store.read("02_guides")
+    diversity = GuideDiversity(art["diversity"]["between_guides"], art["diversity"]["to_proxy"])
+    return GuideSet(art["guides"], art["proxy_rgb"], [str(n) for n in art["names"]], diversity,
+                    str(art.attrs["generator"]), str(art.attrs["input_source"]), bool(art.attrs["demo"]))

@@ -34,10 +34,11 @@ from diffusers.models.embeddings import get_timestep_embedding
 from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
-from hiralign.guides import resolve_device
+from hiralign.errors import UserError
 from hiralign.guides.clip_finetune import clip_pixel_values, image_embedding, load_clip_encoder
 from hiralign.guides.resize import as_rgb_batch, fit_square, restore
 from hiralign.guides.sdedit import check_strength, noise_to_start, start_timesteps, torch_generator
+from hiralign.runtime import resolve_device
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-unclip"
 HUB_MODELS = (DEFAULT_MODEL, "stabilityai/stable-diffusion-2-1-unclip-small")
@@ -59,7 +60,7 @@ COMPONENTS = {
 }
 
 
-class UnclipWeightsError(FileNotFoundError):
+class UnclipWeightsError(UserError, FileNotFoundError):
     """The Stable unCLIP weights are not available here; the message says how to provide them."""
 
 

@@ -45,6 +45,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from hiralign.registry import Registry
 from hiralign.tasks import FAMILIES, Task, get_task
 
 SIZES = ("small", "large")
@@ -61,7 +62,7 @@ class Backbone:
     description: str = ""
 
 
-_REGISTRY: dict[str, Backbone] = {}
+_REGISTRY: Registry[Backbone] = Registry("backbone")
 
 #: The backbone a task uses when none is named (the CPU-friendly one of each family).
 DEFAULTS = {"denoise": "spectral-cnn", "sr": "sspsr", "general": "general-unet"}
@@ -74,26 +75,22 @@ def register(name: str, family: str, small: dict, large: dict, description: str 
         raise ValueError(f"unknown backbone family {family!r}; known: {', '.join(FAMILIES)}")
 
     def decorate(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY:
-            raise ValueError(f"backbone {name!r} is already registered")
         doc = description or (build.__doc__ or "").strip().split("\n")[0]
-        _REGISTRY[name] = Backbone(name, family, build, {"small": dict(small), "large": dict(large)}, doc)
+        _REGISTRY.register(name, Backbone(name, family, build, {"small": dict(small), "large": dict(large)}, doc))
         return build
 
     return decorate
 
 
 def backbone(name: str) -> Backbone:
-    """The registry entry ``name``; unknown names list the known ones."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown backbone {name!r}; registered: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
+    """The registry entry ``name``; unknown names list the known ones (a ``ValueError``)."""
+    return _REGISTRY.get(name)
 
 
 def names(task: str | Task | None = None) -> list[str]:
     """Registered backbone names, optionally only those that solve ``task``."""
     if task is None:
-        return list(_REGISTRY)
+        return _REGISTRY.names()
     family = get_task(task).family
     return [n for n, b in _REGISTRY.items() if b.family == family]
 

@@ -6,16 +6,10 @@ per-channel gain and gamma jitter, an optional Gaussian blur. It is labelled a d
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from scipy import ndimage
 
 from hiralign.data.cube import Cube
-
-#: The real CAVE scene shared next to the repository (used when the embedded benchmark is absent).
-CAVE_SCENE = Path(__file__).resolve().parents[3] / "shared" / "data" / "cave_balloons_ms_256.mat"
-
 
 def demo_guide(rgb: np.ndarray, seed: int = 0, *, flip: bool = True, max_shift: int = 6, jitter: float = 0.1, blur_sigma: float = 0.5) -> np.ndarray:
     """A seeded stand-in guide: ``rgb`` (3, H, W) flipped left-right, circularly shifted by up to
@@ -37,28 +31,10 @@ def demo_guide(rgb: np.ndarray, seed: int = 0, *, flip: bool = True, max_shift: 
     return np.ascontiguousarray(np.clip(out, 0.0, None), dtype=np.float32)
 
 
-def cave_demo_cube(size: int, path: Path | str = CAVE_SCENE) -> Cube:
-    """The real CAVE balloons scene, centre-cropped (size <= 256) or bilinearly upsampled (size > 256)."""
-    from hiralign.data.loaders import load_cave
-
-    cube = load_cave(path)
-    if size <= cube.height:
-        top, left = (cube.height - size) // 2, (cube.width - size) // 2
-        return cube.crop(top, left, size, size)
-    zoom = (1, size / cube.height, size / cube.width)
-    return cube.replace(np.clip(ndimage.zoom(cube.data, zoom, order=1), 0.0, 1.0), meta={"upsampled_to": size})
-
-
 def demo_proxy(size: int = 64, seed: int = 0) -> tuple[Cube, str]:
-    """A proxy HSI for the demo and where it came from.
+    """A proxy HSI for the demo and where it came from: the first target-observed cube of the embedded
+    SYNTHETIC benchmark."""
+    from hiralign.data.synthetic import make_benchmark
 
-    The first target-observed cube of the embedded SYNTHETIC benchmark; if the benchmark cannot be
-    built, the real CAVE scene (see :func:`cave_demo_cube`).
-    """
-    try:
-        from hiralign.data.synthetic import make_benchmark
-
-        bench = make_benchmark(size=size, n_source_train=0, n_source_test=0, n_target_observed=1, n_target_unobserved=0, seed=seed)
-        return bench.target_observed[0], "embedded synthetic benchmark"
-    except (ImportError, OSError, ValueError, RuntimeError) as err:
-        return cave_demo_cube(size), f"real CAVE scene (embedded benchmark unavailable: {err})"
+    bench = make_benchmark(size=size, n_source_train=0, n_source_test=0, n_target_observed=1, n_target_unobserved=0, seed=seed)
+    return bench.target_observed[0], "embedded synthetic benchmark"

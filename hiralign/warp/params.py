@@ -13,11 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from hiralign.errors import UserError
+
 #: Retrieval index choices (see :mod:`hiralign.warp.retrieval`).
 INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
 
 
-class WarpInputError(ValueError):
+class WarpInputError(UserError, ValueError):
     """The proxy HSI, proxy RGB or guide RGB handed to the warp are malformed or mismatched."""
 
 
@@ -66,7 +68,7 @@ class WarpParams:
     ssim_window: int = 11  # Gaussian SSIM window side
     ssim_sigma: float = 1.5  # Gaussian SSIM window sigma
     # Execution
-    device: str = "cpu"  # torch device: "cpu" or "cuda[:n]"
+    device: str = "cpu"  # torch device: "cpu", "cuda[:n]" or "auto" (cuda when present)
     threads: int = 1  # torch / faiss CPU threads during the call (0 = leave the libraries' setting); see docs/warp.md
     seed: int = 0  # seeds faiss k-means, HNSW, PCA sampling and the MI pixel sampling
     recall_queries: int = 0  # > 0: measure recall@k of the index used vs exact on this many queries
@@ -102,8 +104,8 @@ class WarpParams:
                 f"n_candidates={self.n_candidates} exceeds the candidate pool k*(2r+1)^2={pool} "
                 f"(k={self.k}, radius={self.radius})"
             )
-        if not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise ValueError(f"device must be 'cpu' or 'cuda[:n]', got {self.device!r}")
+        if not (self.device in ("cpu", "auto") or self.device.startswith("cuda")):
+            raise ValueError(f"device must be 'cpu', 'cuda[:n]' or 'auto', got {self.device!r}")
 
     @staticmethod
     def loss_weight_names() -> tuple[str, ...]:

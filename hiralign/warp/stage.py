@@ -1,22 +1,24 @@
 """Stage 2b in the run directory: read proxies and guides, warp every pair, write ``03_warp.h5``.
 
 Inputs come from ``01_proxy.h5`` (``proxy``, ``proxy_rgb``, ``wavelengths``, ``names``) and
-``02_guides.h5`` (``guides`` (N, G, 3, H, W)) when both exist; otherwise from a demo pair
-(:func:`hiralign.warp.demo.demo_proxy` and :func:`~hiralign.warp.demo.demo_guide`). The artifact follows docs/ARTIFACTS.md: ``hsi``
+``02_guides.h5`` (``guides`` (N, G, 3, H, W)); a missing one is an error naming its notebook. Only with
+``demo=True`` a demo pair is used instead (:func:`hiralign.warp.demo.demo_proxy` and
+:func:`~hiralign.warp.demo.demo_guide`). The artifact follows docs/ARTIFACTS.md: ``hsi``
 (N, G, B, H, W), ``rgb`` (N, G, 3, H, W), ``displacement`` (N, G, 2, H, W), groups ``loss_history``
 and ``operators`` keyed ``<n>_<g>`` (CSR ``data`` float32, ``indices``, ``indptr``, ``shape``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import scipy.sparse as sp
 
-from hiralign.store import RunStore
+from hiralign.runtime import resolve_device
 from hiralign.spectral import to_rgb
+from hiralign.stages import ParameterError, require
+from hiralign.store import ArtifactError, RunStore
 from hiralign.warp.demo import demo_guide, demo_proxy
 from hiralign.warp.result import WarpResult
 from hiralign.warp.synthesis import spectral_warp
@@ -48,27 +50,29 @@ class WarpInputs:
                           self.wavelengths, self.names[:keep_n], self.source)
 
 
-def load_inputs(run_dir: Path | str, image_size: int = 64, seed: int = 0, demo_guides: int = 1) -> WarpInputs:
-    """Proxies and guides from ``run_dir`` if it has 01_proxy.h5 and 02_guides.h5, else a demo pair.
+def inputs_of(proxy, guides) -> WarpInputs:
+    """The observed proxies of a ``01_proxy.h5`` record and their guides from a ``02_guides.h5`` record.
 
-    Only observed target images are warped (``observed`` of 01_proxy.h5): the synthesized branch of
-    Eq. 28 is built from them. ``guides`` may hold every 01 image or only the observed ones.
+    Only observed target images are warped: the synthesized branch of Eq. 28 is built from them.
+    ``guides`` may hold every 01 image or only the observed ones.
     """
-    store = RunStore(run_dir)
-    if store.exists("01_proxy") and store.exists("02_guides"):
-        proxy, guides = store.read("01_proxy"), store.read("02_guides")
-        hsi, rgb, g = np.asarray(proxy["proxy"], np.float32), np.asarray(proxy["proxy_rgb"], np.float32), np.asarray(guides["guides"], np.float32)
-        names = [str(n) for n in proxy["names"]] if "names" in proxy else [f"proxy-{i}" for i in range(hsi.shape[0])]
-        observed = np.asarray(proxy["observed"], bool) if "observed" in proxy else np.ones(hsi.shape[0], bool)
-        if not observed.any():
-            observed = np.ones(hsi.shape[0], bool)
-        if g.ndim == 5 and g.shape[0] == hsi.shape[0]:
-            g = g[observed]
-        hsi, rgb, names = hsi[observed], rgb[observed], [n for n, keep in zip(names, observed) if keep]
-        if g.ndim != 5 or g.shape[0] != hsi.shape[0] or g.shape[2] != 3 or g.shape[-2:] != hsi.shape[-2:]:
-            raise ValueError(f"02_guides.h5 guides {g.shape} do not match the {hsi.shape[0]} observed proxies {hsi.shape[1:]} "
-                             "of 01_proxy.h5 (need (N, G, 3, H, W))")
-        return WarpInputs(hsi, rgb, g, np.asarray(proxy["wavelengths"], np.float64), names, f"run directory {store.run_dir}")
+    if guides.attrs.get("demo"):
+        raise ArtifactError(f"{guides.path} was made from DEMO proxies (demo=True), not from 01_proxy.h5; "
+                            "rerun notebook 02_rgb_guides with demo=False")
+    hsi, rgb, g = np.asarray(proxy["proxy"], np.float32), np.asarray(proxy["proxy_rgb"], np.float32), np.asarray(guides["guides"], np.float32)
+    names = [str(n) for n in proxy["names"]]
+    observed = np.asarray(proxy["observed"], bool)
+    if g.ndim == 5 and g.shape[0] == hsi.shape[0]:
+        g = g[observed]
+    hsi, rgb, names = hsi[observed], rgb[observed], [n for n, keep in zip(names, observed) if keep]
+    if g.ndim != 5 or g.shape[0] != hsi.shape[0] or g.shape[2] != 3 or g.shape[-2:] != hsi.shape[-2:]:
+        raise ArtifactError(f"{guides.path} guides {g.shape} do not match the {hsi.shape[0]} observed proxies {hsi.shape[1:]} "
+                            "of 01_proxy.h5 (need (N, G, 3, H, W)); rerun notebook 02_rgb_guides")
+    return WarpInputs(hsi, rgb, g, np.asarray(proxy["wavelengths"], np.float64), names, "run directory: 01_proxy.h5 + 02_guides.h5")
+
+
+def demo_inputs(image_size: int = 64, seed: int = 0, demo_guides: int = 1) -> WarpInputs:
+    """A DEMO pair (only with ``demo=True``): a benchmark proxy and ``demo_guide`` transforms of its RGB."""
     cube, source = demo_proxy(image_size, seed)
     rgb = to_rgb(cube)
     guides = np.stack([demo_guide(rgb, seed + i) for i in range(demo_guides)])
@@ -110,17 +114,63 @@ def artifact_tree(inputs: WarpInputs, results: dict[tuple[int, int], WarpResult]
     }
 
 
-def run_stage(run_dir: Path | str, inputs: WarpInputs, warp_params: dict[str, Any], params: dict[str, Any],
-              force: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Warp all pairs and write ``03_warp.h5``, or read it back when it is current; returns its content."""
-    store = RunStore(run_dir)
-    if not force and store.is_current("03_warp", params):
-        log(f"{store.path('03_warp')} is current (same parameters): loaded it")
-        return store.read("03_warp").data
-    tree = artifact_tree(inputs, warp_all(inputs, warp_params, log))
-    path = store.write("03_warp", tree, params, attrs={"input_source": inputs.source, "demo": inputs.demo})
-    log(f"wrote {path}")
-    return tree
+#: Notebook parameters that are not :class:`~hiralign.warp.params.WarpParams` fields.
+STAGE_ONLY = ("image_size", "max_pairs", "demo")
+
+
+def check(params: dict[str, Any]) -> None:
+    """Parameter checks of stage 2b (no work): the warp parameters given, through :class:`WarpParams`."""
+    from hiralign.warp.params import WarpParams
+
+    fields = set(WarpParams.__dataclass_fields__)
+    try:
+        WarpParams(**{k: v for k, v in params.items() if k in fields})
+    except (TypeError, ValueError) as err:
+        raise ParameterError(f"03_warp: {err}") from err
+    for key in ("max_pairs",):
+        require("03_warp", params, key, lambda v: v >= 0, ">= 0")
+    if "device" in params:
+        resolve_device(params["device"])
+
+
+@dataclass
+class WarpSet:
+    """``03_warp.h5`` with the inputs it was made from: ``inputs`` and the artifact content ``data``."""
+
+    inputs: WarpInputs
+    data: dict[str, Any]
+    demo: bool
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+
+def stage_inputs(stage) -> WarpInputs:
+    p = stage.params
+    if p["demo"]:
+        return demo_inputs(p["image_size"], p["seed"])
+    return inputs_of(stage.read("01_proxy"), stage.read("02_rgb_guides"))
+
+
+def compute(stage) -> WarpSet:
+    """Stage 2b: warp every (observed proxy, guide) pair (or a demo pair with ``demo=True``), write ``03_warp.h5``."""
+    p = stage.params
+    inputs = stage_inputs(stage).limit(p["max_pairs"])
+    warp_params = {k: v for k, v in p.items() if k not in STAGE_ONLY}
+    tree = artifact_tree(inputs, warp_all(inputs, warp_params, stage.log))
+    stage.write(tree, attrs={"input_source": inputs.source, "demo": inputs.demo})
+    return WarpSet(inputs, tree, inputs.demo)
+
+
+def load(store: RunStore) -> WarpSet:
+    """``03_warp.h5`` read back (verified), with its inputs re-read from the (current) upstream records."""
+    art = store.read("03_warp")
+    p = art.params
+    if art.attrs.get("demo"):
+        inputs = demo_inputs(p["image_size"], p["seed"])
+    else:
+        inputs = inputs_of(store.read("01_proxy"), store.read("02_guides"))
+    return WarpSet(inputs.limit(p["max_pairs"]), art.data, bool(art.attrs.get("demo")))
 
 
 def operator_from_arrays(arrays: dict[str, np.ndarray]) -> sp.csr_matrix:

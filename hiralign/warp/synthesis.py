@@ -10,10 +10,10 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-import faiss
 import numpy as np
 import torch
 
+from hiralign.runtime import resolve_device, thread_limit
 from hiralign.warp import operator as sparse_operator
 from hiralign.warp import transport
 from hiralign.warp.descriptors import patch_descriptors
@@ -23,33 +23,10 @@ from hiralign.warp.result import WarpResult
 from hiralign.warp.retrieval import build_index, resolve_index_kind, retrieval_recall, retrieve_candidates
 
 
-@contextmanager
-def thread_limit(threads: int) -> Iterator[None]:
-    """Run torch and faiss on ``threads`` CPU threads inside the block (0 = unchanged), then restore."""
-    if threads <= 0:
-        yield
-        return
-    torch_before, faiss_before = torch.get_num_threads(), faiss.omp_get_max_threads()
-    torch.set_num_threads(threads)
-    faiss.omp_set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(torch_before)
-        faiss.omp_set_num_threads(faiss_before)
-
-
 def common_intensity_scale(proxy_rgb: np.ndarray, guide_rgb: np.ndarray, percentile: float = 99.0) -> float:
     """One factor for both RGBs that maps the brighter image's ``percentile`` to 1 (keeps their ratio)."""
     top = max(float(np.percentile(proxy_rgb, percentile)), float(np.percentile(guide_rgb, percentile)))
     return 1.0 / top if top > 0 else 1.0
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device, with a clear error when CUDA is asked for but absent."""
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name!r} requested but torch sees no CUDA GPU; use device='cpu'")
-    return torch.device(name)
 
 
 class _Clock:
@@ -72,12 +49,15 @@ def spectral_warp(proxy_hsi: Any, proxy_rgb: Any, guide_rgb: Any, **params: Any)
     """Synthesize an HSI with ``guide_rgb``'s layout and ``proxy_hsi``'s spectra (Eq. 9-26).
 
     ``proxy_hsi``: (B, H, W) array or :class:`~hiralign.data.Cube`; ``proxy_rgb``, ``guide_rgb``:
-    (3, H, W). Keyword parameters are the fields of :class:`WarpParams` (unknown names raise).
+    (3, H, W). Keyword parameters are the fields of :class:`WarpParams` (unknown names raise);
+    ``device="auto"`` runs on CUDA when torch sees a GPU, else on the CPU.
     """
+    if params.get("device") == "auto":
+        params["device"] = resolve_device("auto")  # the concrete device is what the result records
     p = WarpParams.from_kwargs(**params)
     hsi, prgb, grgb = validate_inputs(proxy_hsi, proxy_rgb, guide_rgb)
     _, height, width = hsi.shape
-    device = resolve_device(p.device)
+    device = torch.device(resolve_device(p.device))
     clock = _Clock(device)
     diagnostics: dict[str, Any] = {}
     with thread_limit(p.threads):

@@ -1,0 +1,94 @@
+"""Regenerate the paper's tables: ``hiralign reproduce TABLE [--profile mini|paper] [--executor local|slurm]``.
+
+Each table of Section IV has a folder of experiment files under ``params/paper/``; every experiment
+runs through the notebook chain 00..05 (:func:`hiralign.pipeline.run_pipeline`) in its own run
+directory, and the measured numbers are written beside the paper's to ``results/<table>.md``,
+``.csv`` and ``.json`` with per-cell provenance (profile, dataset, device, code version, date).
+
+Parameter files
+---------------
+::
+
+    params/paper/_defaults.yaml      profiles (device, seed, stage defaults, SLURM resources) and
+                                     datasets (per profile: stage parameters, required paths, origin)
+    params/paper/paper_numbers.yaml  the paper's numbers (hiralign.paper_numbers)
+    params/paper/tableN/_table.yaml  the table: rows we do not reproduce (and why), gain comparisons
+    params/paper/tableN/<exp>.yaml   one experiment: dataset, task, paper backbone -> ours, generator,
+                                     the cells it fills, stage parameters, profiles {paper, mini}
+
+For a profile ``P`` an experiment resolves as the deep merge (later wins) of
+``_defaults.profiles[P]`` < ``_defaults.datasets[<dataset>][P]`` < the experiment < its
+``profiles[P]`` (``requires`` lists are joined, not replaced). Its top-level ``task``,
+``backbone`` and ``generator`` go to every notebook that declares a parameter of that name.
+Paths listed under ``requires`` are relative to the repository root; they are checked before
+anything runs and passed to the notebooks as absolute paths.
+
+Resuming: a run directory keeps its stages' artifacts; running a table again executes only what
+is missing or out of date. Runs that share their first stages share them through the pipeline's
+stage cache (``<runs_root>/<profile>/stage-cache``), and one run per shared prefix goes first.
+Modules
+-------
+:mod:`~hiralign.reproduce.spec` (parameter files -> :class:`TableSpec`), :mod:`~hiralign.reproduce.planning`
+(run directories, stage parameters, the dataset check, :func:`leaders_first`),
+:mod:`~hiralign.reproduce.grid` (:func:`reproduce`), :mod:`~hiralign.reproduce.collection` (measured
+numbers, gain comparisons), :mod:`~hiralign.reproduce.render` (markdown / CSV / JSON, plots). The
+command line is :mod:`hiralign.cli.reproduce`.
+"""
+from __future__ import annotations
+
+from hiralign.reproduce.collection import CellResult, Comparison, collect, compare, measured
+from hiralign.reproduce.grid import TableRun, reproduce
+from hiralign.reproduce.planning import (
+    check_datasets,
+    declared_parameters,
+    leaders_first,
+    missing_datasets,
+    pipeline_config,
+    plan,
+    run_directory,
+    shared_prefix_key,
+    stage_overrides,
+    validate,
+)
+from hiralign.reproduce.render import (
+    CSV_COLUMNS,
+    disagreements,
+    plot_gains,
+    plot_rows,
+    read_results,
+    render_markdown,
+    write_results,
+)
+from hiralign.reproduce.spec import (
+    DEFAULTS_FILE,
+    INJECTED_KEYS,
+    NOTEBOOKS_DIR,
+    PARAMS_ROOT,
+    PROFILES,
+    REPO_ROOT,
+    RESULT_FILE,
+    ROMAN,
+    SHARED_PREFIX,
+    TABLE_FILE,
+    Cell,
+    Experiment,
+    Log,
+    MissingDatasetError,
+    ReproduceError,
+    TableSpec,
+    deep_merge,
+    list_tables,
+    load_experiment,
+    load_table,
+    table_name,
+)
+
+__all__ = [
+    "CSV_COLUMNS", "Cell", "CellResult", "Comparison", "DEFAULTS_FILE", "Experiment", "INJECTED_KEYS", "Log",
+    "MissingDatasetError", "NOTEBOOKS_DIR", "PARAMS_ROOT", "PROFILES", "REPO_ROOT", "RESULT_FILE", "ROMAN",
+    "ReproduceError", "SHARED_PREFIX", "TABLE_FILE", "TableRun", "TableSpec", "check_datasets", "collect",
+    "compare", "declared_parameters", "deep_merge", "disagreements", "leaders_first", "list_tables",
+    "load_experiment", "load_table", "measured", "missing_datasets", "pipeline_config", "plan", "plot_gains",
+    "plot_rows", "read_results", "render_markdown", "reproduce", "run_directory", "shared_prefix_key",
+    "stage_overrides", "table_name", "validate", "write_results",
+]

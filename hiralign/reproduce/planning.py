@@ -1,0 +1,135 @@
+"""From a :class:`~hiralign.reproduce.spec.TableSpec` to runs: stage parameters per notebook,
+validation against the notebooks' parameters, run directories, the dataset check, and the order in
+which runs sharing their first stages go (:func:`leaders_first`)."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from hiralign.executors import RunJob
+from hiralign.paper_numbers import PaperTable, load_paper_numbers
+from hiralign.pipeline import STAGES
+from hiralign.pipeline import declared_parameters as notebook_parameters
+from hiralign.reproduce.spec import (INJECTED_KEYS, NOTEBOOKS_DIR, PARAMS_ROOT, REPO_ROOT, SHARED_PREFIX, Experiment,
+                                     MissingDatasetError, ReproduceError, TableSpec)
+
+
+def declared_parameters(notebooks_dir: Path | str = NOTEBOOKS_DIR) -> dict[str, dict[str, Any]]:
+    """Papermill parameters of every stage notebook that exists (stage -> {name: info})."""
+    folder = Path(notebooks_dir)
+    return {s: notebook_parameters(folder / f"{s}.ipynb") for s in STAGES if (folder / f"{s}.ipynb").exists()}
+
+
+def stage_overrides(exp: Experiment, declared: dict[str, dict[str, Any]], repo_root: Path = REPO_ROOT) -> dict[str, dict]:
+    """The experiment's stage parameters with ``task`` / ``backbone`` / ``generator`` handed to every
+    notebook declaring them and required paths made absolute (notebooks run in ``notebooks/``)."""
+    stages = copy.deepcopy(exp.stages)
+    for key in INJECTED_KEYS:
+        value = getattr(exp, key)
+        if not value:
+            continue
+        takers = [s for s in STAGES if key in declared.get(s, {})]
+        for stage in takers:
+            stages[stage].setdefault(key, value)
+    for values in stages.values():
+        for key, value in values.items():
+            if isinstance(value, str) and any(value == r or value.startswith(r.rstrip("/") + "/") for r in exp.requires):
+                values[key] = str((repo_root / value).resolve())
+    return stages
+
+
+def validate(exp: Experiment, declared: dict[str, dict[str, Any]], paper: PaperTable | None = None) -> list[str]:
+    """Problems that would stop ``exp`` from running: stage keys that are no notebook parameter,
+    injected keys no notebook takes, cells that are not in the paper's table."""
+    problems = []
+    where = f"{exp.path} [{exp.profile}]"
+    for stage, values in exp.stages.items():
+        if stage not in declared:
+            continue
+        unknown = sorted(set(values) - set(declared[stage]))
+        if unknown:
+            problems.append(f"{where}: {stage} has no parameter(s) {unknown}; it declares {sorted(declared[stage])}")
+    if len(declared) == len(STAGES):
+        for key in INJECTED_KEYS:
+            if getattr(exp, key) and not any(key in params for params in declared.values()):
+                problems.append(f"{where}: names a {key} but no notebook declares a {key!r} parameter")
+    if paper is not None:
+        for cell in exp.cells:
+            if (cell.row, cell.group) not in paper.values:
+                problems.append(f"{where}: cell ({cell.row!r}, {cell.group!r}) is not in the paper's {paper.name}")
+    return problems
+
+
+def pipeline_config(exp: Experiment, run_dir: Path, stages: dict[str, dict]) -> dict:
+    """The parameter file :func:`hiralign.pipeline.load_config` reads for this run."""
+    return {"name": f"{exp.table}-{exp.name}-{exp.profile}", "run_dir": str(run_dir), **exp.shared,
+            "stages": {s: v for s, v in stages.items() if v}}
+
+
+def run_directory(runs_root: Path | str, exp: Experiment) -> Path:
+    return (Path(runs_root) / exp.profile / exp.table / exp.name).resolve()
+
+
+def missing_datasets(spec: TableSpec, repo_root: Path = REPO_ROOT) -> list[tuple[str, str]]:
+    """``(path, dataset)`` for every required path of the table that does not exist."""
+    missing = {}
+    for exp in spec.experiments:
+        for path in exp.requires:
+            if not (repo_root / path).exists():
+                missing.setdefault(path, exp.dataset)
+    return sorted(missing.items())
+
+
+def check_datasets(spec: TableSpec, defaults: dict, repo_root: Path = REPO_ROOT) -> None:
+    """Raise :class:`MissingDatasetError` naming every missing path and where to get its dataset."""
+    missing = missing_datasets(spec, repo_root)
+    if not missing:
+        return
+    origins = defaults.get("origins", {})
+    lines = [f"{spec.table} --profile {spec.profile} needs data (datasets, model weights) missing at:"]
+    for path, dataset in missing:
+        origin = origins.get(path.rstrip("/"), {})
+        how = f"{origin.get('name', dataset)}: {origin.get('get', 'see docs/datasets.md')}"
+        lines.append(f"  {repo_root / path}  ({how})")
+    lines.append("Download them and lay them out as docs/datasets.md describes, or run "
+                 "`hiralign reproduce ... --profile mini` on the embedded synthetic benchmark.")
+    raise MissingDatasetError("\n".join(lines))
+
+
+def shared_prefix_key(config: dict) -> str:
+    """Runs with equal keys compute identical stages 00..03 (what the stage cache can share)."""
+    same = {k: v for k, v in config.items() if k not in ("name", "run_dir", "stages")}
+    same["stages"] = {s: config["stages"].get(s, {}) for s in SHARED_PREFIX}
+    return json.dumps(same, sort_keys=True, default=str)
+
+
+def leaders_first(jobs: Sequence[RunJob], configs: dict[str, dict]) -> list[list[RunJob]]:
+    """Two phases: one run per shared prefix, then the rest (which find that prefix in the cache)."""
+    seen: set[str] = set()
+    leaders, followers = [], []
+    for job in jobs:
+        key = shared_prefix_key(configs[job.name])
+        (followers if key in seen else leaders).append(job)
+        seen.add(key)
+    return [phase for phase in (leaders, followers) if phase]
+
+
+def plan(spec: TableSpec, runs_root: Path | str = "runs/reproduce", params_root: Path | str = PARAMS_ROOT,
+         notebooks_dir: Path | str = NOTEBOOKS_DIR, data_root: Path | str = REPO_ROOT) -> list[tuple[Experiment, Path, dict]]:
+    """Per experiment of ``spec``: its run directory and the pipeline parameter file it will run.
+    Raises :class:`ReproduceError` listing every parameter that no notebook declares."""
+    declared = declared_parameters(notebooks_dir)
+    missing_nb = [s for s in STAGES if s not in declared]
+    if missing_nb:
+        raise ReproduceError(f"notebook(s) {missing_nb} are missing from {notebooks_dir}")
+    paper = load_paper_numbers(Path(params_root) / "paper_numbers.yaml").get(spec.table)
+    problems = [p for exp in spec.experiments for p in validate(exp, declared, paper)]
+    if problems:
+        raise ReproduceError("\n".join(problems))
+    runs = []
+    for exp in spec.experiments:
+        run_dir = run_directory(runs_root, exp)
+        runs.append((exp, run_dir, pipeline_config(exp, run_dir, stage_overrides(exp, declared, Path(data_root)))))
+    return runs
