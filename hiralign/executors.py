@@ -3,7 +3,7 @@
 A :class:`RunJob` is one experiment of a table: a resolved parameter file (``params.yaml`` in its
 own run directory) that :func:`execute_run` feeds to :func:`hiralign.pipeline.run_pipeline`. The
 pipeline skips every stage whose artifact is current, so executing a finished job again costs only
-the fingerprint checks, and an interrupted grid resumes where each run stopped. Runs that share
+the status checks (docs/stage-contract.md), and an interrupted grid resumes where each run stopped. Runs that share
 their first stages share them through the pipeline's stage cache (``cache_dir``).
 
 Both executors return one :class:`RunOutcome` per job; a failing run never stops the others.

@@ -297,8 +297,8 @@ def _run_stages(resolved: dict[str, dict[str, Any]], run_dir: Path, notebooks_di
                 continue
         log(f"{tag}: running {notebook.name} ({'forced' if force else state.reason}) ...")
         start = time.perf_counter()
-        execute_stage(notebook, run_dir / "notebooks" / notebook.name, {**params, **({"force": True} if force and "force" in params else {})},
-                      cwd=notebooks_dir)
+        given = {**params, "force": True} if force and "force" in params else params
+        execute_stage(notebook, run_dir / "notebooks" / notebook.name, given, cwd=notebooks_dir)
         after = status(run_dir, stage, params)
         if not after.current:
             raise PipelineError(f"stage {stage} finished but its record is not current in {run_dir} ({after.reason})")

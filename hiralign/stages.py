@@ -20,6 +20,7 @@ the upstream artifacts through the :class:`Stage`, write the record, return the 
 """
 from __future__ import annotations
 
+import fcntl
 import importlib
 import json
 import os
@@ -186,24 +187,15 @@ def status(run_dir: Path | str, name: str, params: Mapping[str, Any]) -> Status:
 # ----------------------------------------------------------------------------- the run-folder lock
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class RunLock:
-    """Exclusive right to write into a run folder: a lock file holding the holder's pid, host and command.
+    """Exclusive right to write into a run folder: an OS file lock (``flock``) on ``<run_dir>/.hiralign.lock``.
 
-    A second writer stops at once with a :class:`RunLockedError` naming the holder (or waits up to
-    ``wait`` seconds). A lock whose holder process is dead (killed) is taken over. The holder lends
-    its lock to child processes (notebook kernels) through :data:`LOCK_TOKEN_ENV`; a process whose
-    environment carries the holder's token enters without waiting. Acquiring also removes the
-    temporary files a killed writer left behind.
+    The lock file names its holder (pid, host, command, start time). A second writer stops at once
+    with a :class:`RunLockedError` naming the holder (or waits up to ``wait`` seconds). The operating
+    system releases the lock when its holder dies, SIGKILL included, so a killed run never blocks the
+    next one. The holder lends its lock to child processes (the notebook kernels of ``hiralign run``)
+    through :data:`LOCK_TOKEN_ENV`: a process whose environment carries the holder's token enters
+    without locking. Acquiring also removes the temporary files a killed writer left behind.
     """
 
     def __init__(self, run_dir: Path | str, command: str = "", wait: float = 0.0):
@@ -212,59 +204,57 @@ class RunLock:
         self.wait = wait
         self.owned = False
         self.token = ""
+        self._fd: int | None = None
 
     def holder(self) -> dict | None:
+        """Who holds (or last held) the lock, as its lock file says."""
         try:
-            return json.loads(self.path.read_text())
+            return json.loads(self.path.read_text() or "null")
         except (FileNotFoundError, json.JSONDecodeError):
             return None
 
-    def _try_create(self) -> bool:
-        self.token = uuid.uuid4().hex
+    def _lent(self) -> bool:
+        holder = self.holder() or {}
+        return bool(holder.get("token")) and holder.get("token") == os.environ.get(LOCK_TOKEN_ENV)
+
+    def _try_lock(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd, self.token = fd, uuid.uuid4().hex
         record = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command, "token": self.token,
                   "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
         return True
-
-    def _stale(self, holder: dict | None) -> bool:
-        if holder is None:  # being written this instant, or damaged: damaged only if it stays so
-            time.sleep(0.2)
-            return self.holder() is None and self.path.exists()
-        return holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", -1)))
 
     def acquire(self) -> "RunLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.wait
         while True:
-            holder = self.holder()
-            if holder is not None and holder.get("token") and holder.get("token") == os.environ.get(LOCK_TOKEN_ENV):
+            if self._lent():
                 return self  # lent by the parent process (hiralign run executing this notebook)
-            if self._try_create():
+            if self._try_lock():
                 self.owned = True
                 remove_partial_writes(self.path.parent)
                 return self
-            if self._stale(holder):
-                self.path.unlink(missing_ok=True)
-                continue
             if time.monotonic() >= deadline:
-                who = holder or {}
+                who = self.holder() or {}
                 raise RunLockedError(
                     f"run folder {self.path.parent} is in use by pid {who.get('pid', '?')} on {who.get('host', '?')} "
                     f"({who.get('command') or 'a notebook'}, since {who.get('since', '?')}); wait for it to finish "
-                    f"or stop it (a lock left by a dead process is removed automatically)")
+                    f"or stop it (hiralign run --wait SECONDS waits)")
             time.sleep(0.5)
 
     def release(self) -> None:
-        if self.owned:
-            holder = self.holder()
-            if holder and holder.get("token") == self.token:
-                self.path.unlink(missing_ok=True)
-            self.owned = False
+        if self.owned and self._fd is not None:
+            os.ftruncate(self._fd, 0)  # the file stays: unlinking a locked file races with the next writer
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd, self.owned = None, False
 
     def __enter__(self) -> "RunLock":
         return self.acquire()

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hiralign.stages import (LOCK_FILE, STAGES, MissingUpstreamError, RunLock, RunLockedError, recorded_parameters,
+from hiralign.stages import (STAGES, MissingUpstreamError, RunLock, RunLockedError, recorded_parameters,
                              run_stage, status)
 from hiralign.store import ArtifactError, read_artifact, read_header
 from stage_helpers import make_run, tiny_params
@@ -221,13 +221,13 @@ def test_sigkill_inside_a_stage_leaves_nothing_current_and_the_rerun_resumes(run
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert not record.exists() and not status(run, stage, tiny_params(stage)).current
-    assert (run / LOCK_FILE).exists()  # left by the killed process
+    assert RunLock(run).holder()["pid"] != os.getpid()  # the killed process held the lock ...
     if point == "before-rename":
         assert list(run.glob(f".{record.name}.*.tmp"))  # the complete temporary file, never renamed
     assert digests(run) == before  # the other records are untouched
-    run_stage(stage, run, tiny_params(stage), log=quiet)  # takes over the dead holder's lock
+    run_stage(stage, run, tiny_params(stage), log=quiet)  # ... and the OS released it when it died
     assert status(run, stage, tiny_params(stage)).current
-    assert not (run / LOCK_FILE).exists() and not list(run.glob(".*.tmp"))
+    assert not list(run.glob(".*.tmp"))  # the killed writer's temporary file was removed
     for done in upto(stage):
         assert status(run, done, tiny_params(done)).current, done  # resumed: the chain up to here is whole again
 
@@ -251,9 +251,9 @@ def test_a_second_writer_stops_naming_the_holder_and_a_dead_holder_is_replaced(r
         holder.kill()
         holder.wait()
         holder.stdout.close()
-    with RunLock(run) as lock:  # the holder is dead: its lock is taken over
-        assert lock.owned
-    assert not (run / LOCK_FILE).exists()
+    with RunLock(run) as lock:  # the holder is dead: the OS released its lock
+        assert lock.owned and RunLock(run).holder()["pid"] == os.getpid()
+    assert RunLock(run).holder() is None
 
 
 def test_the_lock_is_lent_to_child_processes_through_the_environment(run, monkeypatch):
