@@ -5,19 +5,9 @@ from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.colors import hsv_to_rgb
 
 from hiralign.spectral import display_rgb
-
-
-def flow_image(displacement: np.ndarray, max_magnitude: float | None = None) -> np.ndarray:
-    """HSV rendering ``(H, W, 3)`` of a (2, H, W) (y, x) displacement: hue = direction, value = magnitude."""
-    dy, dx = displacement
-    magnitude = np.hypot(dx, dy)
-    top = max_magnitude or float(np.percentile(magnitude, 99)) or 1.0
-    hue = (np.arctan2(dy, dx) + np.pi) / (2 * np.pi)
-    hsv = np.stack([hue, np.ones_like(hue), np.clip(magnitude / top, 0.0, 1.0)], axis=-1)
-    return hsv_to_rgb(hsv)
+from hiralign.warp.losses import TERM_WEIGHTS
 
 
 def plot_rgb_triplet(proxy_rgb: np.ndarray, guide_rgb: np.ndarray, warped_rgb: np.ndarray, title: str = ""):
@@ -33,35 +23,48 @@ def plot_rgb_triplet(proxy_rgb: np.ndarray, guide_rgb: np.ndarray, warped_rgb: n
     return fig
 
 
-def plot_displacement(displacement: np.ndarray, step: int | None = None):
-    """The Eq. 18 displacement: HSV flow image with a subsampled quiver (arrows point to the proxy source)."""
+def plot_displacement(displacement: np.ndarray, arrows: int = 8):
+    """The Eq. 18 displacement ``u(p) - p``: its x and y components as images on one symmetric colour
+    scale (with a colour bar), and a sparse quiver of ``arrows`` x ``arrows`` arrows scaled so the
+    longest spans one grid step (the title gives the scale); arrows point to the proxy source."""
     _, height, width = displacement.shape
-    step = step or max(1, min(height, width) // 16)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
-    axes[0].imshow(flow_image(displacement))
-    axes[0].set_title("displacement (hue: direction, value: length)")
-    ys, xs = np.mgrid[step // 2 : height : step, step // 2 : width : step]
-    axes[1].quiver(xs, ys, displacement[1][ys, xs], displacement[0][ys, xs], angles="xy", scale_units="xy", scale=1, width=0.004)
-    axes[1].set_xlim(0, width)
-    axes[1].set_ylim(height, 0)
-    axes[1].set_aspect("equal")
-    axes[1].set_title("u(p) - p, every %d px" % step)
     magnitude = np.hypot(*displacement)
-    fig.suptitle(f"median |displacement| {np.median(magnitude):.1f} px, max {magnitude.max():.1f} px")
-    fig.tight_layout()
+    top = float(np.percentile(np.abs(displacement), 99)) or 1.0
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), layout="constrained")
+    for ax, component, name in zip(axes, (displacement[1], displacement[0]), ("x", "y")):
+        shown = ax.imshow(component, cmap="RdBu_r", vmin=-top, vmax=top)
+        ax.set_title(f"{name} component (px)")
+        ax.axis("off")
+    fig.colorbar(shown, ax=axes[:2], shrink=0.85, label="displacement (px)")
+    step = max(1, min(height, width) // max(arrows, 1))
+    ys, xs = np.mgrid[step // 2 : height : step, step // 2 : width : step]
+    longest = float(magnitude[ys, xs].max()) or 1.0
+    axes[2].quiver(xs, ys, displacement[1][ys, xs], displacement[0][ys, xs], angles="xy", scale_units="xy",
+                   scale=longest / step, width=0.006)
+    axes[2].set_xlim(0, width)
+    axes[2].set_ylim(height, 0)
+    axes[2].set_aspect("equal")
+    axes[2].set_title(f"every {step} px; longest arrow = {longest:.1f} px")
+    fig.suptitle(f"median |displacement| {np.median(magnitude):.1f} px, 90th percentile "
+                 f"{np.percentile(magnitude, 90):.1f} px, max {magnitude.max():.1f} px")
     return fig
+
+
+#: One colour per Eq. 20 term, in the order of :data:`hiralign.warp.losses.TERM_WEIGHTS`: a term keeps
+#: its colour whether the history comes from a fresh run or from a reloaded artifact (sorted keys).
+TERM_COLOURS = dict(zip(TERM_WEIGHTS, plt.get_cmap("tab10").colors))
 
 
 def plot_loss_history(history: dict[str, Sequence[float]]):
     """Each Eq. 20 term (unweighted) and the weighted total against the Adam iteration."""
-    terms = [t for t in history if t != "total"]
+    terms = [t for t in TERM_WEIGHTS if t in history]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     axes[0].plot(history["total"], color="k")
     axes[0].set_title("total (weighted Eq. 20)")
     for term in terms:
         values = np.asarray(history[term], dtype=float)
         start = values[0] if values[0] != 0 else 1.0
-        axes[1].plot(values / start, label=term)
+        axes[1].plot(values / start, label=term, color=TERM_COLOURS[term])
     axes[1].set_title("each term / its initial value")
     axes[1].legend(fontsize=8, ncol=2)
     for ax in axes:
@@ -86,12 +89,15 @@ def plot_spectra(warped_hsi: np.ndarray, operator, proxy_hsi: np.ndarray, wavele
         support, weights = row.indices, row.data
         main = support[np.argmax(weights)]
         ax.fill_between(wavelengths, proxy_flat[:, support].min(axis=1), proxy_flat[:, support].max(axis=1),
-                        color="0.85", label=f"range of {support.size} mixed proxy spectra")
-        ax.plot(wavelengths, proxy_flat[:, main], "--", label=f"proxy px {divmod(int(main), width)}, w={weights.max():.2f}")
-        ax.plot(wavelengths, warped_hsi[:, p // width, p % width], label=f"warped px {divmod(int(p), width)}")
+                        color="0.85", label="range of the mixed proxy spectra")
+        ax.plot(wavelengths, proxy_flat[:, main], "--", color="tab:orange", label="proxy spectrum of largest weight")
+        ax.plot(wavelengths, warped_hsi[:, p // width, p % width], color="tab:blue", label="warped spectrum")
+        ax.set_title(f"warped px {divmod(int(p), width)}\nmixes {support.size}; largest w={weights.max():.2f} "
+                     f"at {divmod(int(main), width)}", fontsize=9)
         ax.set_xlabel("nm")
-        ax.legend(fontsize=6)
     axes[0].set_ylabel("value")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=9, frameon=False)
     fig.suptitle("warped spectra: convex combinations of proxy spectra (Eq. 26)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
