@@ -34,6 +34,7 @@
 # Parameters marked "lost" are numbers the paper's text lost; our choices are measured in docs/warp.md.
 
 # %% tags=["parameters"]
+mode: str = "paper"  # paper (Eq. 9-26 as printed) or coherent (smoothed descriptors, propagation, displacement TV; docs/warp.md)
 k: int = 16  # FAISS seeds per guide pixel (Eq. 10; paper: 16)
 n_candidates: int = 16  # candidates kept per guide pixel (Eq. 13; paper: 16)
 radius: int = 1  # seed refinement radius r, window (2r+1)^2 (Eq. 11; lost, our choice)
@@ -49,6 +50,12 @@ lambda_ssim: float = 0.2  # weight of the 1 - SSIM term (Eq. 20; lost, our choic
 lambda_grad: float = 0.5  # weight of the gradient L1 term (Eq. 20; lost, our choice)
 lambda_tv: float = 0.1  # weight of the coordinate-field TV term (Eq. 20; lost, our choice)
 lambda_prior: float = 0.01  # weight of the descriptor-distance prior (Eq. 21; lost, our choice)
+match_colours: bool = False  # coherent: map the histogram of each guide channel onto the proxy first; exact for a global gain or gamma, harmful for blur, zoom, new content (ours)
+descriptor_sigma: float = 1.0  # coherent: Gaussian smoothing (px) of both RGBs before the descriptors; 0 for none (ours)
+propagation_iters: int = 4  # coherent: PatchMatch-style passes spreading neighbours' matches into the candidates (ours)
+coherence_margin: float = 0.01  # coherent: a neighbour's shifted match wins ties up to this descriptor distance (ours)
+coherence_logit: float = 4.0  # coherent: initial logit bonus of candidates that continue a neighbour's match (ours)
+lambda_flow: float = 1.0  # coherent: weight of the displacement TV, in place of the coordinate TV (ours)
 index: str = "auto"  # retrieval index: flat (exact), ivf (PCA + IVF + exact re-rank), hnsw, auto
 device: str = "cpu"  # torch device: cpu or cuda
 threads: int = 1  # CPU threads for torch / faiss during the warp; 0 keeps the library default
@@ -57,6 +64,7 @@ demo: bool = False  # warp a DEMO pair (benchmark proxy + transformed RGB) inste
 image_size: int = 64  # size (px) of the demo pair (demo only)
 seed: int = 0  # seed of faiss k-means, MI pixel sampling and the demo guide
 max_pairs: int = 0  # warp at most this many (proxy, guide) pairs; 0 warps all
+fidelity_case: str = "blur 1 + noise 0.02"  # known-answer case shown at the end (hiralign.warp.known_answers); empty to skip
 force: bool = False  # recompute even if 03_warp.h5 is current (same parameters and inputs)
 
 # %%
@@ -105,3 +113,22 @@ plt.show()
 # %%
 fig = plots.plot_spectra(warp["hsi"][0, 0], w, inputs.proxy_hsi[0], inputs.wavelengths, n_pixels=4, seed=seed)
 plt.show()
+
+# %% [markdown]
+# ## Fidelity on a known answer
+# A guide rendered from the first proxy by a transform whose truth is known
+# (`hiralign.warp.known_answers`, the cases of `hiralign bench warp-fidelity`): the truth is the proxy
+# HSI under the transform's spatial part; photometric changes of the guide (noise, gain ...) are not
+# something a convex combination of proxy spectra can or should copy. Warped with this notebook's
+# parameters; error and spectral-angle maps against the truth.
+
+# %%
+if fidelity_case:
+    from hiralign.warp import known_answers, spectral_warp
+
+    case = known_answers.make_case(fidelity_case, inputs.proxy_hsi[0], inputs.wavelengths, seed=seed)
+    params = {name: value for name, value in stage_parameters(globals()).items() if name in warp_stage.WARP_FIELDS}
+    result = spectral_warp(inputs.proxy_hsi[0], inputs.proxy_rgb[0], case.guide_rgb, **params)
+    scores = known_answers.score(result, case)
+    fig = plots.plot_known_answer(case, result, scores, inputs.wavelengths)
+    plt.show()

@@ -1,4 +1,5 @@
-"""``hiralign bench NAME [ARGS...]``: run ``benchmarks/NAME.py`` with the given arguments."""
+"""``hiralign bench NAME [ARGS...]``: run ``benchmarks/NAME.py`` with the given arguments (``warp-fidelity``
+and ``warp_fidelity`` name the same script)."""
 from __future__ import annotations
 
 import argparse
@@ -17,9 +18,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     folder = REPO_ROOT / "benchmarks"
-    script = folder / f"{args.name}.py"
+    script = folder / f"{args.name.replace('-', '_')}.py"
     if not script.exists():
-        available = sorted(p.stem for p in folder.glob("*.py"))
+        available = sorted(p.stem.replace("_", "-") for p in folder.glob("*.py"))
         raise UsageError(f"no benchmark {args.name!r} in {folder}; available: {available}")
     sys.argv = [str(script), *args.rest]
     runpy.run_path(str(script), run_name="__main__")

@@ -7,6 +7,8 @@ at the image border replicate the edge pixels. Everything is one ``unfold``: no 
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -31,6 +33,21 @@ def grey_gradients(rgb: torch.Tensor) -> torch.Tensor:
 def descriptor_channels(rgb: torch.Tensor, w_chroma: float, w_grad: float, eps: float) -> torch.Tensor:
     """The 8-channel image whose p x p patches are the descriptors (Eq. 9)."""
     return torch.cat([rgb, w_chroma * chroma_normalised(rgb, eps), w_grad * grey_gradients(rgb)])
+
+
+def gaussian_smooth(rgb: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A ``(C, H, W)`` image convolved with a separable Gaussian of ``sigma`` px (reflected borders)."""
+    if sigma <= 0:
+        return rgb
+    radius = max(1, int(math.ceil(3 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=rgb.device)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    channels = rgb.shape[0]
+    image = F.pad(rgb.float()[None], (radius, radius, radius, radius), mode="reflect")
+    image = F.conv2d(image, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    image = F.conv2d(image, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+    return image[0]
 
 
 def patch_descriptors(rgb: torch.Tensor, patch: int = 3, w_chroma: float = 0.25, w_grad: float = 0.5, eps: float = 1e-6) -> torch.Tensor:

@@ -133,6 +133,17 @@ def coordinate_tv(expected: torch.Tensor) -> torch.Tensor:
     return gradient_magnitude_l1(expected * scale)
 
 
+def displacement_tv(expected: torch.Tensor) -> torch.Tensor:
+    """Anisotropic TV of the displacement ``u(p) - p`` (Eq. 18), normalised like :func:`coordinate_tv`.
+
+    Zero for any translation, so it favours coherent mappings; the coordinate-field TV is smallest
+    when every pixel maps to one point, and equal for the identity and for any translation."""
+    _, height, width = expected.shape
+    grid = torch.stack(torch.meshgrid(torch.arange(height, device=expected.device), torch.arange(width, device=expected.device),
+                                      indexing="ij")).to(expected.dtype)
+    return coordinate_tv(expected - grid)
+
+
 def gradient_magnitude_l1(field: torch.Tensor) -> torch.Tensor:
     """``mean |d/dx field| + mean |d/dy field|`` (zero along a dimension of size 1)."""
     fx, fy = image_gradients(field)
@@ -162,6 +173,9 @@ TERM_WEIGHTS = {
 
 
 def active_terms(params) -> dict[str, float]:
-    """Eq. 20 terms with a non-zero weight (a zero weight switches a term off for ablation)."""
+    """Eq. 20 terms with a non-zero weight (a zero weight switches a term off for ablation). In coherent
+    mode the ``tv`` term is the displacement TV, weighted by ``lambda_flow``."""
     weights = {term: float(getattr(params, name)) for term, name in TERM_WEIGHTS.items()}
+    if params.coherent:
+        weights["tv"] = float(params.lambda_flow)
     return {term: w for term, w in weights.items() if w > 0 and math.isfinite(w)}

@@ -70,7 +70,8 @@ class AlignmentObjective:
         if "grad" in self.terms:
             values["grad"] = losses.gradient_l1(image, self.guide)
         if "tv" in self.terms:
-            values["tv"] = losses.coordinate_tv(pre[3:])  # Eq. 18 field, normalised inside
+            field_tv = losses.displacement_tv if p.coherent else losses.coordinate_tv
+            values["tv"] = field_tv(pre[3:])  # Eq. 18 field, normalised inside
         if "prior" in self.terms:
             values["prior"] = losses.descriptor_prior(alpha, self.distance)  # Eq. 21
         total = sum((self.terms[name] * value for name, value in values.items()), image.new_zeros(()))
@@ -83,15 +84,22 @@ def _record(history: dict[str, list[float]], total: torch.Tensor, values: dict[s
         history.setdefault(name, []).append(float(value.detach()))
 
 
-def optimise_transport(proxy_rgb: torch.Tensor, guide_rgb: torch.Tensor, candidates: Candidates, params: WarpParams) -> TransportWeights:
+def optimise_transport(proxy_rgb: torch.Tensor, guide_rgb: torch.Tensor, candidates: Candidates, params: WarpParams,
+                       logit_bonus: torch.Tensor | None = None) -> TransportWeights:
     """Eq. 19: Adam on aggregation and interpolation logits for ``params.iters`` steps.
+
+    ``logit_bonus`` (N, K), optional, is added to the initial aggregation logits (coherent mode:
+    candidates that continue a neighbour's match start with more weight).
 
     ``history[name]`` has ``iters + 1`` entries: the loss before every step and at the returned
     weights, for ``total`` and each active (unweighted) term.
     """
     n = guide_rgb.shape[1] * guide_rgb.shape[2]
     objective = AlignmentObjective(proxy_rgb, guide_rgb, candidates, params)
-    agg_logits = transport.initial_aggregation_logits(candidates.distances, params.init_sharpness, params.eps).requires_grad_(True)
+    agg_logits = transport.initial_aggregation_logits(candidates.distances, params.init_sharpness, params.eps)
+    if logit_bonus is not None:
+        agg_logits = agg_logits + logit_bonus
+    agg_logits.requires_grad_(True)
     interp_logits = transport.initial_interpolation_logits(n, params.stencil, params.init_centre_logit, guide_rgb.device).requires_grad_(True)
     optimiser = torch.optim.Adam([agg_logits, interp_logits], lr=params.lr, fused=True)  # one fused kernel per step
     history: dict[str, list[float]] = {}

@@ -17,6 +17,10 @@ from hiralign.errors import UserError
 
 #: Retrieval index choices (see :mod:`hiralign.warp.retrieval`).
 INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
+#: ``paper``: Eq. 9-26 as printed. ``coherent``: the same pipeline and operator, with the guide's colours
+#: matched to the proxy's, descriptors of lightly smoothed images, PatchMatch-style propagation of
+#: neighbours' matches into the candidate sets, and the TV term on the displacement (docs/warp.md).
+MODES = ("paper", "coherent")
 
 
 class WarpInputError(UserError, ValueError):
@@ -27,12 +31,15 @@ class WarpInputError(UserError, ValueError):
 class WarpParams:
     """Every knob of Eq. 9-26. Construct with keywords; invalid values raise ``ValueError``."""
 
+    mode: str = "paper"  # "paper" (Eq. 9-26 as printed) or "coherent" (the knobs marked "coherent" below)
     # Descriptors (Eq. 9)
     patch: int = 3  # patch side p; LOST in the paper's text, our choice (odd; 3 beat 5 and 7, docs/warp.md)
     w_chroma: float = 0.25  # chroma channel weight (IV-D)
     w_grad: float = 0.5  # gradient channel weight (IV-D)
     eps: float = 1e-6  # chroma normalisation epsilon (Eq. 9)
     normalise_intensity: bool = True  # scale both RGBs by one common factor (99th pct -> 1) before Eq. 9/20
+    match_colours: bool = False  # coherent: map each guide channel's histogram onto the proxy's before Eq. 9/20 (ours; exact for a global gain, gamma or cast, harmful for blur, zoom or new content)
+    descriptor_sigma: float = 1.0  # coherent: Gaussian smoothing (px) of both RGBs before Eq. 9 descriptors; 0 = none (ours)
     # Retrieval (Eq. 10-13)
     k: int = 16  # FAISS seeds per guide pixel (IV-D)
     radius: int = 1  # seed refinement radius r, window (2r+1)^2; LOST, our choice
@@ -47,6 +54,9 @@ class WarpParams:
     hnsw_m: int = 32  # HNSW graph degree
     hnsw_ef_search: int = 64  # HNSW search breadth
     query_chunk: int = 8192  # guide pixels per chunk in retrieval and scoring (bounds memory)
+    propagation_iters: int = 4  # coherent: PatchMatch-style passes adding neighbours' best matches to the candidates (ours)
+    coherence_margin: float = 0.01  # coherent: a neighbour's shifted match wins ties up to this Eq. 12 distance (ours)
+    coherence_logit: float = 4.0  # coherent: initial logit bonus of candidates that continue a neighbour's match (ours)
     # Transport (Eq. 14-18)
     stencil: int = 3  # interpolation stencil side s; LOST, our choice (odd)
     tau: float = 1.0  # softmax temperature (IV-D)
@@ -60,7 +70,8 @@ class WarpParams:
     lambda_mi: float = 0.05  # mutual-information loss weight; LOST, our choice
     lambda_ssim: float = 0.2  # 1 - SSIM weight; LOST, our choice
     lambda_grad: float = 0.5  # gradient L1 weight; LOST, our choice
-    lambda_tv: float = 0.1  # TV of the normalised coordinate field weight; LOST, our choice
+    lambda_tv: float = 0.1  # TV of the normalised coordinate field weight (paper mode); LOST, our choice
+    lambda_flow: float = 1.0  # coherent: weight of the displacement TV, which replaces the coordinate TV (ours)
     lambda_prior: float = 0.01  # descriptor-distance prior (Eq. 21) weight; LOST, our choice
     loss_patch: int = 5  # patch side of the unfolded-patch L1 (ours)
     mi_bins: int = 32  # Parzen histogram bins of the MI loss (ours)
@@ -96,6 +107,14 @@ class WarpParams:
                 raise ValueError(f"{name} must be a finite number > 0, got {value}")
         if self.iters and not any(getattr(self, name) > 0 for name in self.loss_weight_names()):
             raise ValueError("every Eq. 20 weight (lambda_*) is zero: nothing to optimise; set iters=0 for retrieval only")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.propagation_iters < 0:
+            raise ValueError(f"propagation_iters must be >= 0, got {self.propagation_iters}")
+        for name in ("descriptor_sigma", "coherence_margin", "coherence_logit"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
         if self.index not in INDEX_KINDS:
             raise ValueError(f"index must be one of {INDEX_KINDS}, got {self.index!r}")
         pool = self.k * (2 * self.radius + 1) ** 2
@@ -109,8 +128,8 @@ class WarpParams:
 
     @staticmethod
     def loss_weight_names() -> tuple[str, ...]:
-        """Names of the seven Eq. 20 weights, in the paper's order."""
-        return ("lambda_rgb", "lambda_patch", "lambda_mi", "lambda_ssim", "lambda_grad", "lambda_tv", "lambda_prior")
+        """Names of the seven Eq. 20 weights, in the paper's order, then the coherent mode's displacement TV."""
+        return ("lambda_rgb", "lambda_patch", "lambda_mi", "lambda_ssim", "lambda_grad", "lambda_tv", "lambda_prior", "lambda_flow")
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "WarpParams":
@@ -120,6 +139,10 @@ class WarpParams:
         if unknown:
             raise TypeError(f"unknown warp parameter(s) {unknown}; valid names: {sorted(known)}")
         return cls(**kwargs)
+
+    @property
+    def coherent(self) -> bool:
+        return self.mode == "coherent"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -101,3 +101,29 @@ def plot_spectra(warped_hsi: np.ndarray, operator, proxy_hsi: np.ndarray, wavele
     fig.suptitle("warped spectra: convex combinations of proxy spectra (Eq. 26)")
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
+
+
+def plot_known_answer(case, result, score: dict, wavelengths: np.ndarray):
+    """One known-answer case (:mod:`hiralign.warp.known_answers`): the truth, the guide, the warped HSI
+    (as proxy RGB), the per-pixel absolute error and the spectral-angle map against the best truth."""
+    from hiralign.spectral import to_rgb
+
+    truth = case.truths[score["best_truth"]]
+    error = np.abs(result.hsi - truth).mean(axis=0)
+    dot = (result.hsi * truth).sum(axis=0)
+    norms = np.linalg.norm(result.hsi, axis=0) * np.linalg.norm(truth, axis=0)
+    angle = np.degrees(np.arccos(np.clip(dot / np.maximum(norms, 1e-12), -1.0, 1.0)))
+    fig, axes = plt.subplots(1, 5, figsize=(17, 3.8), layout="constrained")
+    for ax, image, title in zip(axes, (to_rgb(truth, wavelengths), case.guide_rgb, to_rgb(result.hsi, wavelengths)),
+                                (f"truth ({score['best_truth']})", f"guide: {case.name}", "warped HSI")):
+        ax.imshow(display_rgb(image))
+        ax.set_title(title)
+    for ax, image, title, unit in ((axes[3], error, "mean |error|", ""), (axes[4], angle, "spectral angle", "deg")):
+        shown = ax.imshow(image, cmap="magma", vmin=0, vmax=float(np.percentile(image, 99)) or 1.0)
+        ax.set_title(title)
+        fig.colorbar(shown, ax=ax, shrink=0.8, label=unit)
+    for ax in axes:
+        ax.axis("off")
+    epe = "-" if score.get("epe_median") is None else f"{score['epe_median']:.2f} px"
+    fig.suptitle(f"{case.name}: HSI PSNR {score['hsi_psnr']:.2f} dB, SAM {score['sam']:.2f} deg, median end-point error {epe}")
+    return fig

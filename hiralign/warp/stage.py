@@ -20,6 +20,7 @@ from hiralign.spectral import to_rgb
 from hiralign.stages import ParameterError, require
 from hiralign.store import ArtifactError, RunStore
 from hiralign.warp.demo import demo_guide, demo_proxy
+from hiralign.warp.params import WarpParams
 from hiralign.warp.result import WarpResult
 from hiralign.warp.synthesis import spectral_warp
 
@@ -115,16 +116,15 @@ def artifact_tree(inputs: WarpInputs, results: dict[tuple[int, int], WarpResult]
 
 
 #: Notebook parameters that are not :class:`~hiralign.warp.params.WarpParams` fields.
-STAGE_ONLY = ("image_size", "max_pairs", "demo")
+STAGE_ONLY = ("image_size", "max_pairs", "demo", "fidelity_case")
+#: The :class:`~hiralign.warp.params.WarpParams` fields.
+WARP_FIELDS = frozenset(WarpParams.__dataclass_fields__)
 
 
 def check(params: dict[str, Any]) -> None:
     """Parameter checks of stage 2b (no work): the warp parameters given, through :class:`WarpParams`."""
-    from hiralign.warp.params import WarpParams
-
-    fields = set(WarpParams.__dataclass_fields__)
     try:
-        WarpParams(**{k: v for k, v in params.items() if k in fields})
+        WarpParams(**{k: v for k, v in params.items() if k in WARP_FIELDS})
     except (TypeError, ValueError) as err:
         raise ParameterError(f"03_warp: {err}") from err
     for key in ("max_pairs",):
