@@ -8,17 +8,9 @@ from pathlib import Path
 import yaml
 
 from hiralign.cli import main
+from stage_helpers import TINY_STAGES
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-
-TINY_STAGES = {
-    "00_data": {"image_size": 32, "n_source_train": 2, "n_source_test": 1, "n_target_observed": 2, "n_target_unobserved": 2},
-    "01_proxy": {"task": "denoise-gaussian", "baseline_iterations": 3},
-    "02_rgb_guides": {"generator": "jitter", "n_guides": 2, "threads": 1},
-    "03_warp": {"iters": 10, "threads": 1},
-    "04_finetune": {"epochs": 1, "steps_per_epoch": 3, "batch": 2, "patch": 16, "compare": "proxy", "threads": 1},
-    "05_evaluate": {"spectral_samples": 300, "crop": 16, "threads": 1},
-}
 
 
 def test_main_job_runs_every_stage_then_skips_them(tmp_path, capsys):
