@@ -21,6 +21,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -81,11 +82,19 @@ def load_config(path: Path | str, overrides: dict[str, dict[str, Any]] | None = 
 
 
 def declared_parameters(notebook: Path) -> dict[str, dict[str, Any]]:
-    """The parameters a notebook declares in its ``parameters`` cell: name -> ``{type, default}``."""
+    """The parameters a notebook declares in its ``parameters`` cell: name -> ``{type, default}``.
+
+    Inspected once per notebook version (a table grid validates the same six notebooks for every run)."""
+    path = Path(notebook).resolve()
+    return {name: dict(info) for name, info in _inspect(str(path), path.stat().st_mtime_ns).items()}
+
+
+@lru_cache(maxsize=64)
+def _inspect(notebook: str, mtime_ns: int) -> dict[str, dict[str, Any]]:
     import papermill
 
     declared = {}
-    for name, info in papermill.inspect_notebook(str(notebook)).items():
+    for name, info in papermill.inspect_notebook(notebook).items():
         try:
             default = ast.literal_eval(info["default"])
         except (ValueError, SyntaxError) as err:

@@ -187,18 +187,18 @@ def check(params: dict) -> None:
     require("01_proxy", params, "checkpoint", lambda v: not v or Path(v).expanduser().is_file(), "empty or an existing file")
     if params.get("checkpoint") and "task" in params:
         check_compatible(params["checkpoint"], read_checkpoint_config(params["checkpoint"]), None, params["task"])
-    require("01_proxy", params, "observed", lambda v: str(v).strip().lower() == "all" or _indices(v) is not None,
-            "'all' or comma-separated image indices")
+    require("01_proxy", params, "observed", _valid_observed, "'all' or comma-separated image indices")
     for key in ("tile", "pretrain_epochs"):
         require("01_proxy", params, key, lambda v: v >= 0, ">= 0")
 
 
-def _indices(text: str) -> list[int] | None:
+def _valid_observed(text: str) -> bool:
+    """``observed`` parses for some number of images (the count is known only once 00_data exists)."""
     try:
-        indices = [int(s) for s in str(text).split(",") if s.strip()]
+        parse_observed(text, 1 << 30)
     except ValueError:
-        return None
-    return indices if indices and min(indices) >= 0 else None
+        return False
+    return True
 
 
 def compute(stage) -> ProxySet:

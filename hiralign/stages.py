@@ -295,10 +295,6 @@ class Stage:
         self.run_dir = self.store.run_dir
         self.params = recorded_parameters(self.params)
 
-    @property
-    def path(self) -> Path:
-        return self.store.path(self.spec.record)
-
     def check_inputs(self) -> None:
         """Every upstream record exists (else :class:`MissingUpstreamError` naming its notebook)."""
         for up in self.spec.required(self.params):
@@ -349,7 +345,7 @@ def missing_upstream(run_dir: Path | str, upstream: str, needed_by: str) -> Miss
     """The error for an absent upstream record: names the file and the notebook that makes it."""
     path = resolve_run_dir(run_dir) / STAGES[upstream].record_file
     return MissingUpstreamError(
-        f"{needed_by}: {path} is missing; run notebooks/{upstream}.ipynb with run_dir={run_dir} first "
+        f"{needed_by}: {path} is missing; run {STAGES[upstream].notebook} with run_dir={run_dir} first "
         f"(or `hiralign run PARAMS --until {upstream}`)")
 
 

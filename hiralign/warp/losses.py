@@ -10,6 +10,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from hiralign.warp import transport
+
 #: SSIM stabilisers for data range 1 (Wang et al. 2004).
 SSIM_C1 = 0.01**2
 SSIM_C2 = 0.03**2
@@ -138,10 +140,7 @@ def displacement_tv(expected: torch.Tensor) -> torch.Tensor:
 
     Zero for any translation, so it favours coherent mappings; the coordinate-field TV is smallest
     when every pixel maps to one point, and equal for the identity and for any translation."""
-    _, height, width = expected.shape
-    grid = torch.stack(torch.meshgrid(torch.arange(height, device=expected.device), torch.arange(width, device=expected.device),
-                                      indexing="ij")).to(expected.dtype)
-    return coordinate_tv(expected - grid)
+    return coordinate_tv(transport.displacement_field(expected))
 
 
 def gradient_magnitude_l1(field: torch.Tensor) -> torch.Tensor:

@@ -115,9 +115,7 @@ def artifact_tree(inputs: WarpInputs, results: dict[tuple[int, int], WarpResult]
     }
 
 
-#: Notebook parameters that are not :class:`~hiralign.warp.params.WarpParams` fields.
-STAGE_ONLY = ("image_size", "max_pairs", "demo", "fidelity_case")
-#: The :class:`~hiralign.warp.params.WarpParams` fields.
+#: The :class:`~hiralign.warp.params.WarpParams` fields (the other notebook parameters belong to the stage).
 WARP_FIELDS = frozenset(WarpParams.__dataclass_fields__)
 
 
@@ -156,7 +154,7 @@ def compute(stage) -> WarpSet:
     """Stage 2b: warp every (observed proxy, guide) pair (or a demo pair with ``demo=True``), write ``03_warp.h5``."""
     p = stage.params
     inputs = stage_inputs(stage).limit(p["max_pairs"])
-    warp_params = {k: v for k, v in p.items() if k not in STAGE_ONLY}
+    warp_params = {k: v for k, v in p.items() if k in WARP_FIELDS}
     tree = artifact_tree(inputs, warp_all(inputs, warp_params, stage.log))
     stage.write(tree, attrs={"input_source": inputs.source, "demo": inputs.demo})
     return WarpSet(inputs, tree, inputs.demo)
