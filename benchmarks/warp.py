@@ -7,7 +7,7 @@ sampled query subset, and the quality of the result. The scene is the real CAVE 
 centre-cropped for sizes below 256, as is at 256, bilinearly upsampled (2x for 512) above. The guide
 is ``demo_guide`` of its proxy RGB (flip + circular shift up to 8 px + colour jitter + 0.5 px blur).
 
-    python benchmarks/warp.py --sizes 128 256 512 --indexes flat ivf --device cpu --out results/
+    python benchmarks/warp.py --sizes 128 256 512 --indexes flat ivf --modes paper coherent --device cpu --out results/
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from pathlib import Path
 DEFAULT_SCENE = os.environ.get("HIRALIGN_BENCH_SCENE") or str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cave_balloons_ms_256.mat")
 
 COLUMNS = [
-    ("size", "size"), ("index", "index"), ("descriptors", "descriptors s"), ("retrieval", "retrieval s"),
+    ("size", "size"), ("index", "index"), ("mode", "mode"), ("descriptors", "descriptors s"), ("retrieval", "retrieval s"),
     ("optimisation", "optimisation s"), ("transfer", "transfer s"), ("total", "total s"),
     ("seconds_per_iteration", "s / iter"), ("peak_rss_mb", "peak RSS MB"), ("recall", "recall@16"),
     ("recall_ties", "recall@16 (ties)"), ("rgb_psnr", "RGB PSNR vs guide"), ("hsi_psnr", "HSI PSNR vs moved proxy"),
@@ -80,7 +80,7 @@ def scene_cube(size: int, path: Path | str):
     return cube.replace(np.clip(ndimage.zoom(cube.data, zoom, order=1), 0.0, 1.0), meta={"upsampled_to": size})
 
 
-def run_one(size: int, index: str, device: str, iters: int, threads: int, recall_queries: int, seed: int, scene: str) -> dict:
+def run_one(size: int, index: str, mode: str, device: str, iters: int, threads: int, recall_queries: int, seed: int, scene: str) -> dict:
     """One configuration in this process (called in a fresh subprocess, so maxrss is its own)."""
     import numpy as np
 
@@ -91,7 +91,7 @@ def run_one(size: int, index: str, device: str, iters: int, threads: int, recall
     proxy_rgb = to_rgb(cube)
     guide = demo_guide(proxy_rgb, seed=seed, flip=True, max_shift=8, jitter=0.1, blur_sigma=0.5)
     result = spectral_warp(
-        cube, proxy_rgb, guide, index=index, device=device, iters=iters, threads=threads,
+        cube, proxy_rgb, guide, index=index, mode=mode, device=device, iters=iters, threads=threads,
         recall_queries=recall_queries if index != "flat" else 0, seed=seed,
     )
     # Reference for the spectra: the proxy HSI under the guide's geometric part (flip + shift, no colour jitter).
@@ -101,7 +101,7 @@ def run_one(size: int, index: str, device: str, iters: int, threads: int, recall
     def psnr(a: np.ndarray, b: np.ndarray) -> float:
         return float(10 * np.log10(1.0 / np.mean((a.astype(np.float64) - b) ** 2)))
 
-    row = {"size": size, "index": result.diagnostics["index"], "requested_index": index, "bands": cube.bands, "iters": iters}
+    row = {"size": size, "index": result.diagnostics["index"], "requested_index": index, "mode": mode, "bands": cube.bands, "iters": iters}
     row.update({k: round(v, 3) for k, v in result.timings.items()})
     row["recall"] = result.diagnostics.get("recall", 1.0 if result.diagnostics["index"] == "flat" else None)
     row["recall_ties"] = result.diagnostics.get("recall_ties", row["recall"])
@@ -236,13 +236,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scene", default=DEFAULT_SCENE, help="CAVE-format .mat scene (default: HIRALIGN_BENCH_SCENE or the shared balloons scene)")
     parser.add_argument("--out", default="results/", help="folder for warp_bench.json and warp_bench.md")
-    parser.add_argument("--worker", nargs=2, metavar=("SIZE", "INDEX"), help=argparse.SUPPRESS)
+    parser.add_argument("--modes", nargs="+", default=["paper"], choices=["paper", "coherent"], help="warp modes (WarpParams.mode)")
+    parser.add_argument("--worker", nargs=3, metavar=("SIZE", "INDEX", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not Path(args.scene).is_file():
         parser.error(f"benchmark scene {args.scene} not found; pass --scene PATH (a CAVE .mat file, variable Omsi)")
 
     if args.worker:
-        row = run_one(int(args.worker[0]), args.worker[1], args.device, args.iters, args.threads, args.recall_queries, args.seed, args.scene)
+        row = run_one(int(args.worker[0]), args.worker[1], args.worker[2], args.device, args.iters, args.threads, args.recall_queries, args.seed, args.scene)
         print("RESULT " + json.dumps(row))
         return 0
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -260,20 +261,22 @@ def main(argv: list[str] | None = None) -> int:
                 notes.append(f"exact 'flat' index skipped at {size}x{size} (--exact-max-size {args.exact_max_size}): "
                              f"brute-force kNN of {size * size} x {size * size} descriptors")
                 continue
-            cmd = [sys.executable, __file__, "--worker", str(size), index, "--device", args.device, "--iters", str(args.iters),
-                   "--threads", str(args.threads), "--recall-queries", str(args.recall_queries), "--seed", str(args.seed), "--scene", args.scene]
-            start = time.perf_counter()
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-            if proc.returncode or not lines:
-                print(proc.stderr[-2000:], file=sys.stderr)
-                notes.append(f"{size}x{size} {index}: failed (exit {proc.returncode})")
-                failed += 1
-                continue
-            row = json.loads(lines[-1][len("RESULT "):])
-            row["wall_s"] = round(time.perf_counter() - start, 1)
-            rows.append(row)
-            print(f"{size}x{size} {index}: total {row['total']:.1f} s (recall {row['recall']})", flush=True)
+            for mode in args.modes:
+                cmd = [sys.executable, __file__, "--worker", str(size), index, mode, "--device", args.device, "--iters", str(args.iters),
+                       "--threads", str(args.threads), "--recall-queries", str(args.recall_queries), "--seed", str(args.seed),
+                       "--scene", args.scene]
+                start = time.perf_counter()
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+                if proc.returncode or not lines:
+                    print(proc.stderr[-2000:], file=sys.stderr)
+                    notes.append(f"{size}x{size} {index} {mode}: failed (exit {proc.returncode})")
+                    failed += 1
+                    continue
+                row = json.loads(lines[-1][len("RESULT "):])
+                row["wall_s"] = round(time.perf_counter() - start, 1)
+                rows.append(row)
+                print(f"{size}x{size} {index} {mode}: total {row['total']:.1f} s (recall {row['recall']})", flush=True)
     machine["load_average_end"] = os.getloadavg()
     content = {"created": created, "args": {k: v for k, v in vars(args).items() if k != "worker"}, "machine": machine, "rows": rows, "notes": notes}
     print(write_report(Path(args.out), "benchmark", content))

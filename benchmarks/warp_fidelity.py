@@ -35,7 +35,6 @@ DEFAULT_CONFIGS: dict[str, dict] = {
     "nearest copy": {"mode": "paper", "iters": 0},
     "paper": {"mode": "paper"},
     "coherent": {"mode": "coherent"},
-    "coherent + colour match": {"mode": "coherent", "match_colours": True},
 }
 
 #: Per configuration, the columns of the markdown table: (key in a scored row, title, format).
@@ -232,10 +231,10 @@ CONFIG_NOTES = {
                     "of `-8 x normalised descriptor distance` (the nearest candidate gets the largest but not all weight) and a 3x3 "
                     "interpolation kernel with 87% at the centre (logit 4 vs 0); a soft nearest-descriptor copy, not a hard one",
     "paper": "mode='paper': Eq. 9-26 as printed (IV-D numbers, our choices where the paper lost them), 200 Adam iterations",
-    "coherent": "mode='coherent': the same pipeline and operator, with descriptors of images smoothed by 1 px, 4 "
-                "PatchMatch-style propagation passes (margin 0.01), a logit bonus (4) for coherent candidates and the "
-                "displacement TV (lambda_flow 1) in place of the coordinate TV",
-    "coherent + colour match": "as coherent, and each guide channel's histogram first mapped onto the proxy's (match_colours)",
+    "coherent": "mode='coherent': the same pipeline and operator, with the guide model (noise-adaptive descriptors, the proxy "
+                "copy blurred like the guide, tone curves kept when they match clearly better), coherence-aware candidates "
+                "(confidence-weighted prior displacement, proposals, ranking discount 0.25, logit bonus 4) and the displacement "
+                "curvature (weight 1 for noisy guides) in place of the coordinate TV; docs/warp.md",
 }
 
 TABLE_NOTES = [

@@ -26,3 +26,17 @@ def cave_path() -> Path:
     if not CAVE_SCENE.exists():
         pytest.skip(f"real CAVE scene not found at {CAVE_SCENE}")
     return CAVE_SCENE
+
+
+@pytest.fixture(scope="session")
+def cave_crop(cave_path) -> tuple[np.ndarray, np.ndarray]:
+    """A 64 x 64 x 31 centre crop of the real CAVE balloons scene and its proxy RGB (Eq. 4); the warp tests' scene."""
+    import scipy.io
+
+    from hiralign.spectral import VISIBLE_31, to_rgb
+
+    size = 64
+    cube = scipy.io.loadmat(cave_path)["Omsi"].astype(np.float32).transpose(2, 0, 1) / 65535.0
+    top = (cube.shape[1] - size) // 2
+    hsi = np.ascontiguousarray(cube[:, top : top + size, top : top + size])
+    return hsi, to_rgb(hsi, VISIBLE_31)

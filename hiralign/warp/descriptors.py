@@ -36,10 +36,13 @@ def descriptor_channels(rgb: torch.Tensor, w_chroma: float, w_grad: float, eps: 
 
 
 def gaussian_smooth(rgb: torch.Tensor, sigma: float) -> torch.Tensor:
-    """A ``(C, H, W)`` image convolved with a separable Gaussian of ``sigma`` px (reflected borders)."""
+    """A ``(C, H, W)`` image convolved with a separable Gaussian of ``sigma`` px (reflected borders),
+    truncated at 3 sigma or at the image size, whichever is smaller (and renormalised)."""
     if sigma <= 0:
         return rgb
-    radius = max(1, int(math.ceil(3 * sigma)))
+    radius = min(max(1, int(math.ceil(3 * sigma))), min(rgb.shape[1:]) - 1)  # reflect padding needs radius < size
+    if radius < 1:
+        return rgb
     x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=rgb.device)
     kernel = torch.exp(-0.5 * (x / sigma) ** 2)
     kernel = kernel / kernel.sum()
@@ -48,6 +51,27 @@ def gaussian_smooth(rgb: torch.Tensor, sigma: float) -> torch.Tensor:
     image = F.conv2d(image, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
     image = F.conv2d(image, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
     return image[0]
+
+
+#: Immerkaer's noise-estimation mask: the difference of two Laplacians, blind to locally linear images.
+IMMERKAER_MASK = ((1.0, -2.0, 1.0), (-2.0, 4.0, -2.0), (1.0, -2.0, 1.0))
+
+
+def noise_sigma(rgb: torch.Tensor) -> float:
+    """Standard deviation of white Gaussian noise in a ``(C, H, W)`` image, mean over channels
+    (J. Immerkaer, "Fast Noise Variance Estimation", CVIU 64(2), 1996):
+    ``sqrt(pi / 2) / (6 (H-2) (W-2)) * sum |image * M|``. Fine texture counts as noise too."""
+    if min(rgb.shape[1:]) < 3:
+        return 0.0
+    mask = torch.tensor(IMMERKAER_MASK, dtype=torch.float32, device=rgb.device).view(1, 1, 3, 3)
+    response = F.conv2d(rgb.float()[:, None], mask)  # valid region, (C, 1, H-2, W-2)
+    return float(math.sqrt(math.pi / 2) / 6 * response.abs().mean())
+
+
+def excess_noise(guide: torch.Tensor, proxy: torch.Tensor) -> float:
+    """Noise of the guide beyond the proxy's own fine texture, ``sqrt(max(s_g^2 - s_p^2, 0))`` with
+    :func:`noise_sigma` (both images on one intensity scale)."""
+    return math.sqrt(max(noise_sigma(guide) ** 2 - noise_sigma(proxy) ** 2, 0.0))
 
 
 def patch_descriptors(rgb: torch.Tensor, patch: int = 3, w_chroma: float = 0.25, w_grad: float = 0.5, eps: float = 1e-6) -> torch.Tensor:

@@ -70,7 +70,7 @@ class AlignmentObjective:
         if "grad" in self.terms:
             values["grad"] = losses.gradient_l1(image, self.guide)
         if "tv" in self.terms:
-            field_tv = losses.displacement_tv if p.coherent else losses.coordinate_tv
+            field_tv = losses.displacement_curvature if p.coherent else losses.coordinate_tv
             values["tv"] = field_tv(pre[3:])  # Eq. 18 field, normalised inside
         if "prior" in self.terms:
             values["prior"] = losses.descriptor_prior(alpha, self.distance)  # Eq. 21

@@ -17,9 +17,10 @@ from hiralign.errors import UserError
 
 #: Retrieval index choices (see :mod:`hiralign.warp.retrieval`).
 INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
-#: ``paper``: Eq. 9-26 as printed. ``coherent``: the same pipeline and operator, with the guide's colours
-#: matched to the proxy's, descriptors of lightly smoothed images, PatchMatch-style propagation of
-#: neighbours' matches into the candidate sets, and the TV term on the displacement (docs/warp.md).
+#: ``paper``: Eq. 9-26 as printed. ``coherent``: the same pipeline and operator, with a guide model (noise-adaptive
+#: descriptors, the proxy blurred like the guide, tone curves; :mod:`hiralign.warp.guide_model`), coherence-aware
+#: candidate selection (:mod:`hiralign.warp.coherence`) and the displacement curvature in place of the
+#: coordinate TV (docs/warp.md).
 MODES = ("paper", "coherent")
 
 
@@ -31,15 +32,20 @@ class WarpInputError(UserError, ValueError):
 class WarpParams:
     """Every knob of Eq. 9-26. Construct with keywords; invalid values raise ``ValueError``."""
 
-    mode: str = "paper"  # "paper" (Eq. 9-26 as printed) or "coherent" (the knobs marked "coherent" below)
+    mode: str = "coherent"  # "coherent" (the knobs marked "coherent" below; better on every known-answer case, docs/warp.md) or "paper" (Eq. 9-26 as printed)
     # Descriptors (Eq. 9)
     patch: int = 3  # patch side p; LOST in the paper's text, our choice (odd; 3 beat 5 and 7, docs/warp.md)
     w_chroma: float = 0.25  # chroma channel weight (IV-D)
     w_grad: float = 0.5  # gradient channel weight (IV-D)
     eps: float = 1e-6  # chroma normalisation epsilon (Eq. 9)
     normalise_intensity: bool = True  # scale both RGBs by one common factor (99th pct -> 1) before Eq. 9/20
-    match_colours: bool = False  # coherent: map each guide channel's histogram onto the proxy's before Eq. 9/20 (ours; exact for a global gain, gamma or cast, harmful for blur, zoom or new content)
-    descriptor_sigma: float = 1.0  # coherent: Gaussian smoothing (px) of both RGBs before Eq. 9 descriptors; 0 = none (ours)
+    match_colours: bool = True  # coherent: fit per-channel tone curves (gain, gamma) of the guide onto the proxy, kept only if they match better (ours)
+    tone_margin: float = 0.1  # coherent: the tone curves must lower the median nearest-descriptor distance by more than this fraction (ours)
+    max_guide_blur: float = 2.0  # coherent: the proxy copy blurred by 0, 1, ... up to this (px) nearest the guide is matched (ours)
+    model_samples: int = 512  # coherent: guide pixels whose nearest-descriptor distances choose blur and tone curves (ours)
+    noise_reference: float = 0.005  # coherent: a guide whose noise beyond the proxy's (per unit intensity) reaches this is matched as noisy (ours)
+    noisy_patch: int = 5  # coherent: patch side p of the descriptors of a noisy guide (ours)
+    descriptor_sigma: float = 1.0  # coherent: Gaussian smoothing (px) of a noisy guide (and of the proxy copies) before Eq. 9 (ours)
     # Retrieval (Eq. 10-13)
     k: int = 16  # FAISS seeds per guide pixel (IV-D)
     radius: int = 1  # seed refinement radius r, window (2r+1)^2; LOST, our choice
@@ -54,9 +60,11 @@ class WarpParams:
     hnsw_m: int = 32  # HNSW graph degree
     hnsw_ef_search: int = 64  # HNSW search breadth
     query_chunk: int = 8192  # guide pixels per chunk in retrieval and scoring (bounds memory)
-    propagation_iters: int = 4  # coherent: PatchMatch-style passes adding neighbours' best matches to the candidates (ours)
-    coherence_margin: float = 0.01  # coherent: a neighbour's shifted match wins ties up to this Eq. 12 distance (ours)
-    coherence_logit: float = 4.0  # coherent: initial logit bonus of candidates that continue a neighbour's match (ours)
+    coherence_iters: int = 3  # coherent: passes of confidence -> prior displacement -> proposals -> coherence-aware ranking (ours)
+    coherence_sigma: float = 2.0  # coherent: Gaussian scale (px) of the prior displacement's normalised convolution (ours)
+    coherence_radius: int = 1  # coherent: a candidate within this many px of the prior agrees with it; window of proposals (ours)
+    coherence_discount: float = 0.25  # coherent: an agreeing candidate ranks as if its Eq. 12 distance were / (1 + this) (ours)
+    coherence_logit: float = 4.0  # coherent: initial logit bonus of candidates that agree with the prior (ours)
     # Transport (Eq. 14-18)
     stencil: int = 3  # interpolation stencil side s; LOST, our choice (odd)
     tau: float = 1.0  # softmax temperature (IV-D)
@@ -71,7 +79,7 @@ class WarpParams:
     lambda_ssim: float = 0.2  # 1 - SSIM weight; LOST, our choice
     lambda_grad: float = 0.5  # gradient L1 weight; LOST, our choice
     lambda_tv: float = 0.1  # TV of the normalised coordinate field weight (paper mode); LOST, our choice
-    lambda_flow: float = 1.0  # coherent: weight of the displacement TV, which replaces the coordinate TV (ours)
+    lambda_flow: float = 1.0  # coherent: weight of the displacement curvature (zero for affine maps) for a noisy guide, in place of the coordinate TV; falls with the square of a cleaner guide's noise (ours)
     lambda_prior: float = 0.01  # descriptor-distance prior (Eq. 21) weight; LOST, our choice
     loss_patch: int = 5  # patch side of the unfolded-patch L1 (ours)
     mi_bins: int = 32  # Parzen histogram bins of the MI loss (ours)
@@ -85,7 +93,7 @@ class WarpParams:
     recall_queries: int = 0  # > 0: measure recall@k of the index used vs exact on this many queries
 
     def __post_init__(self) -> None:
-        for name in ("patch", "stencil", "loss_patch", "ssim_window"):
+        for name in ("patch", "noisy_patch", "stencil", "loss_patch", "ssim_window"):
             value = getattr(self, name)
             if value < 1 or value % 2 == 0:
                 raise ValueError(f"{name} must be a positive odd integer, got {value}")
@@ -109,9 +117,10 @@ class WarpParams:
             raise ValueError("every Eq. 20 weight (lambda_*) is zero: nothing to optimise; set iters=0 for retrieval only")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.propagation_iters < 0:
-            raise ValueError(f"propagation_iters must be >= 0, got {self.propagation_iters}")
-        for name in ("descriptor_sigma", "coherence_margin", "coherence_logit"):
+        for name in ("coherence_iters", "coherence_radius", "model_samples"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("descriptor_sigma", "tone_margin", "noise_reference", "max_guide_blur", "coherence_sigma", "coherence_discount", "coherence_logit"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")

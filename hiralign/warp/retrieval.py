@@ -190,10 +190,15 @@ def score_pool(guide_desc: torch.Tensor, proxy_desc: torch.Tensor, pool: torch.T
     return pool, dist
 
 
-def select_candidates(pool: torch.Tensor, dist: torch.Tensor, n_candidates: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. 13: the K pool members with the smallest distance; if fewer than K are unique, the best one repeats."""
-    best_dist, best = torch.topk(dist, n_candidates, dim=1, largest=False, sorted=True)
-    indices = pool.gather(1, best)
+def select_candidates(pool: torch.Tensor, dist: torch.Tensor, n_candidates: int, keep_order: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 13: the K pool members with the smallest distance; if fewer than K are unique, the best one repeats.
+
+    ``keep_order``: the pool is already ranked (first K kept as they are, e.g. a coherence-aware order)."""
+    if keep_order:
+        best_dist, indices = dist[:, :n_candidates], pool[:, :n_candidates]
+    else:
+        best_dist, best = torch.topk(dist, n_candidates, dim=1, largest=False, sorted=True)
+        indices = pool.gather(1, best)
     missing = torch.isinf(best_dist)
     if missing.any():
         indices = torch.where(missing, indices[:, :1], indices)
@@ -226,54 +231,6 @@ def retrieve_candidates(
         pool, dist = score_pool(guide_desc[sl], proxy_desc, pool)  # Eq. 12
         indices[sl], distances[sl] = select_candidates(pool, dist, n_candidates)  # Eq. 13
     return Candidates(indices, distances, index.kind)
-
-
-def neighbour_proposals(best: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """PatchMatch propagation: for every guide pixel p, the match of each 4-neighbour n shifted by
-    ``p - n`` (clamped to the image), ``(N, 4)``; a pixel at the border proposes its own match."""
-    y, x = best // width, best % width
-    grid_y, grid_x = torch.meshgrid(torch.arange(height, device=best.device), torch.arange(width, device=best.device), indexing="ij")
-    by, bx = y.reshape(height, width), x.reshape(height, width)
-    proposals = []
-    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):  # neighbour n = p + (dy, dx)
-        ny, nx = (grid_y + dy).clamp(0, height - 1), (grid_x + dx).clamp(0, width - 1)
-        qy = (by[ny, nx] - (ny - grid_y)).clamp(0, height - 1)  # q(n) + (p - n)
-        qx = (bx[ny, nx] - (nx - grid_x)).clamp(0, width - 1)
-        proposals.append((qy * width + qx).reshape(-1))
-    return torch.stack(proposals, dim=1)
-
-
-def coherent_candidates(candidates: Candidates, height: int, width: int) -> torch.Tensor:
-    """``(N, K)`` bool: the candidates that continue a 4-neighbour's best match (its shifted match)."""
-    proposals = neighbour_proposals(candidates.indices[:, 0], height, width)
-    return (candidates.indices[:, :, None] == proposals[:, None, :]).any(dim=2)
-
-
-def propagate_candidates(candidates: Candidates, guide_desc: torch.Tensor, proxy_desc: torch.Tensor, height: int,
-                         width: int, iters: int, margin: float = 0.0, chunk: int = 8192) -> Candidates:
-    """``iters`` passes of propagation: each pass scores the neighbours' shifted best matches
-    (:func:`neighbour_proposals`) with Eq. 12 next to the K current candidates and keeps the K best
-    (Eq. 13), so coherent matches spread into regions where the descriptors alone are ambiguous.
-
-    A proposal ranks as if ``margin`` closer than it is: within that margin (about the descriptor
-    noise) a match coherent with a neighbour's wins over an isolated one. The stored distances are
-    the true Eq. 12 values."""
-    indices, distances = candidates.indices, candidates.distances
-    n_candidates = indices.shape[1]
-    for _ in range(iters):
-        proposals = neighbour_proposals(indices[:, 0], height, width)
-        new_indices, new_distances = torch.empty_like(indices), torch.empty_like(distances)
-        for start in range(0, indices.shape[0], chunk):
-            sl = slice(start, start + chunk)
-            pool, dist = score_pool(guide_desc[sl], proxy_desc, torch.cat([indices[sl], proposals[sl]], dim=1))
-            proposed = (pool[:, :, None] == proposals[sl][:, None, :]).any(dim=2)
-            ranked = dist - margin * proposed
-            order = torch.topk(ranked, n_candidates, dim=1, largest=False, sorted=True).indices
-            new_indices[sl], new_distances[sl] = select_candidates(pool.gather(1, order), dist.gather(1, order), n_candidates)
-        if torch.equal(new_indices, indices):
-            break
-        indices, distances = new_indices, new_distances
-    return Candidates(indices, distances, candidates.index_kind)
 
 
 def retrieval_recall(index: SearchIndex, queries: np.ndarray, database: np.ndarray, k: int = 16, n_queries: int = 2000, seed: int = 0) -> dict[str, float]:

@@ -7,6 +7,7 @@ proxy HSI and RGB). ``total`` is their sum; an optional recall check is timed ap
 from __future__ import annotations
 
 import time
+from dataclasses import asdict, replace
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -16,23 +17,12 @@ import torch
 from hiralign.runtime import resolve_device, thread_limit
 from hiralign.warp import operator as sparse_operator
 from hiralign.warp import transport
-from hiralign.warp.descriptors import gaussian_smooth, patch_descriptors
+from hiralign.warp.guide_model import guide_model, smoothed_descriptors
 from hiralign.warp.optimise import optimise_transport
 from hiralign.warp.params import WarpParams, validate_inputs
 from hiralign.warp.result import WarpResult
-from hiralign.warp.retrieval import (build_index, coherent_candidates, propagate_candidates, resolve_index_kind, retrieval_recall,
-                                     retrieve_candidates)
-
-
-def matched_colours(guide_rgb: np.ndarray, proxy_rgb: np.ndarray) -> np.ndarray:
-    """The guide with each channel's histogram mapped onto the proxy's (coherent mode).
-
-    A convex combination of proxy spectra cannot reproduce a global gain, gamma or colour cast of the
-    guide; fitting one pulls every pixel towards brighter or tinted metamers elsewhere in the proxy.
-    Matching the colour distributions first leaves only the layout for the warp to follow."""
-    from skimage.exposure import match_histograms
-
-    return np.ascontiguousarray(match_histograms(guide_rgb, proxy_rgb, channel_axis=0), dtype=np.float32)
+from hiralign.warp.coherence import agreement, coherent_selection, prior_targets
+from hiralign.warp.retrieval import build_index, resolve_index_kind, retrieval_recall, retrieve_candidates
 
 
 def common_intensity_scale(proxy_rgb: np.ndarray, guide_rgb: np.ndarray, percentile: float = 99.0) -> float:
@@ -73,16 +63,15 @@ def spectral_warp(proxy_hsi: Any, proxy_rgb: Any, guide_rgb: Any, **params: Any)
     clock = _Clock(device)
     diagnostics: dict[str, Any] = {}
     with thread_limit(p.threads):
-        if p.coherent and p.match_colours:
-            grgb = matched_colours(grgb, prgb)
         scale = common_intensity_scale(prgb, grgb) if p.normalise_intensity else 1.0
         diagnostics["intensity_scale"] = scale
         proxy_t = torch.from_numpy(prgb * scale).to(device)
-        guide_t = torch.from_numpy(grgb * scale).to(device)
         with clock.step("descriptors"):  # Eq. 9
-            sigma = p.descriptor_sigma if p.coherent else 0.0
-            proxy_desc = patch_descriptors(gaussian_smooth(proxy_t, sigma), p.patch, p.w_chroma, p.w_grad, p.eps)
-            guide_desc = patch_descriptors(gaussian_smooth(guide_t, sigma), p.patch, p.w_chroma, p.w_grad, p.eps)
+            model = guide_model(grgb, prgb, scale, p, device)  # coherent mode: noise, blur, tone (hiralign.warp.guide_model)
+            diagnostics["guide_model"] = asdict(model)
+            guide_t = torch.from_numpy(model.toned(grgb) * scale).to(device)
+            proxy_desc = smoothed_descriptors(proxy_t, model.proxy_sigma, model.patch, p)
+            guide_desc = smoothed_descriptors(guide_t, model.sigma, model.patch, p)
         with clock.step("retrieval"):  # Eq. 10-13
             kind = resolve_index_kind(p.index, height * width, p.auto_exact_max_pixels, device.type == "cuda")
             proxy_np = proxy_desc.cpu().numpy()
@@ -91,13 +80,13 @@ def spectral_warp(proxy_hsi: Any, proxy_rgb: Any, guide_rgb: Any, **params: Any)
                 refine_factor=p.refine_factor, kmeans_iters=p.kmeans_iters, hnsw_m=p.hnsw_m, hnsw_ef_search=p.hnsw_ef_search,
                 seed=p.seed, device=p.device,
             )
-            candidates = retrieve_candidates(
-                guide_desc, proxy_desc, height, width, index=index, k=p.k, radius=p.radius,
-                n_candidates=p.n_candidates, chunk=p.query_chunk,
-            )
-            if p.coherent and p.propagation_iters:
-                candidates = propagate_candidates(candidates, guide_desc, proxy_desc, height, width, p.propagation_iters,
-                                                  p.coherence_margin, p.query_chunk)
+            candidates = retrieve_candidates(guide_desc, proxy_desc, height, width, index=index, k=p.k, radius=p.radius,
+                                             n_candidates=p.n_candidates, chunk=p.query_chunk)
+            prior = None
+            if p.coherent and p.coherence_iters:  # hiralign.warp.coherence
+                candidates, prior = coherent_selection(candidates, guide_desc, proxy_desc, height, width, iters=p.coherence_iters,
+                                                       sigma=p.coherence_sigma, radius=p.coherence_radius,
+                                                       discount=p.coherence_discount, chunk=p.query_chunk)
         diagnostics["index"] = kind
         diagnostics["index_on_gpu"] = index.on_gpu
         if p.recall_queries:
@@ -106,8 +95,10 @@ def spectral_warp(proxy_hsi: Any, proxy_rgb: Any, guide_rgb: Any, **params: Any)
             diagnostics["recall_check_s"] = time.perf_counter() - start
         del index, proxy_desc, guide_desc, proxy_np
         with clock.step("optimisation"):  # Eq. 14-21
-            bonus = p.coherence_logit * coherent_candidates(candidates, height, width) if p.coherent else None
-            weights = optimise_transport(proxy_t, guide_t, candidates, p, bonus)
+            bonus = None
+            if prior is not None:
+                bonus = p.coherence_logit * agreement(candidates.indices, prior_targets(prior), width, p.coherence_radius)
+            weights = optimise_transport(proxy_t, guide_t, candidates, replace(p, lambda_flow=model.flow_weight) if p.coherent else p, bonus)
         with clock.step("transfer"):  # Eq. 22-26
             indices = candidates.indices.cpu().numpy()
             alpha = weights.alpha.cpu().numpy()
