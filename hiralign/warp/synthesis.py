@@ -2,13 +2,15 @@
 
 Steps and the timings they record: ``descriptors`` (Eq. 9), ``retrieval`` (index build + Eq. 10-13),
 ``optimisation`` (Eq. 14-21), ``transfer`` (Eq. 22-26: sparse ``W = S A`` and its application to the
-proxy HSI and RGB). ``total`` is their sum; an optional recall check is timed apart.
+proxy HSI and RGB). ``total`` is their sum; an optional recall check is timed apart. In coherent mode
+``descriptors`` includes the guide model (:mod:`hiralign.warp.guide_model`) and ``retrieval`` the
+coherence-aware selection (:mod:`hiralign.warp.coherence`).
 """
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, replace
 from contextlib import contextmanager
+from dataclasses import asdict, replace
 from typing import Any, Iterator
 
 import numpy as np
@@ -17,11 +19,11 @@ import torch
 from hiralign.runtime import resolve_device, thread_limit
 from hiralign.warp import operator as sparse_operator
 from hiralign.warp import transport
+from hiralign.warp.coherence import agreement, coherent_selection, prior_targets
 from hiralign.warp.guide_model import guide_model, smoothed_descriptors
 from hiralign.warp.optimise import optimise_transport
 from hiralign.warp.params import WarpParams, validate_inputs
 from hiralign.warp.result import WarpResult
-from hiralign.warp.coherence import agreement, coherent_selection, prior_targets
 from hiralign.warp.retrieval import build_index, resolve_index_kind, retrieval_recall, retrieve_candidates
 
 
