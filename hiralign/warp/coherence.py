@@ -14,8 +14,8 @@ proxy). Each pass here:
 3. **proposals**: the ``(2r+1)^2`` window around ``p + prior(p)`` and each 4-neighbour's best match
    shifted by one pixel (PatchMatch propagation, Barnes et al. 2009), scored with Eq. 12 next to the
    current K candidates;
-4. **coherence-aware ranking**: a candidate within ``r`` px of the prior ranks as if its distance were
-   divided by ``1 + discount``. Within that factor (about the spread of distances under noise) the
+4. **coherence-aware ranking**: a candidate ranks as if its distance were divided by
+   ``1 + discount * agreement`` (:func:`agreement`: 1 at the prior, 0 from ``r + 1`` px away). Within that factor (about the spread of distances under noise) the
    coherent match wins; a distinctly better match elsewhere (new layout, a true discontinuity) still
    wins. The stored distances stay the true Eq. 12 values.
 
@@ -28,7 +28,7 @@ import torch
 
 from hiralign.warp.descriptors import gaussian_smooth
 from hiralign.warp.retrieval import Candidates, score_pool, select_candidates
-from hiralign.warp.transport import pixel_grid
+from hiralign.warp.transport import displacement_field, pixel_grid
 
 #: Confidence is raised to this power where it weights matches: the few distinctive matches (measured
 #: on CAVE crops: 90% of those with confidence > 0.4 are exact) outweigh the many ambiguous ones.
@@ -57,8 +57,7 @@ def match_confidence(candidates: Candidates, width: int, eps: float = 1e-12) -> 
 
 def best_displacement(best: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """``(2, H, W)`` displacement (y, x) of each guide pixel's best match: proxy minus guide coordinate."""
-    y, x = candidate_yx(best, width)
-    return torch.stack([y, x]).reshape(2, height, width).to(torch.float32) - pixel_grid(height, width, best.device)
+    return displacement_field(torch.stack(candidate_yx(best, width)).reshape(2, height, width).to(torch.float32))
 
 
 def prior_displacement(best: torch.Tensor, confidence: torch.Tensor, height: int, width: int, sigma: float) -> torch.Tensor:

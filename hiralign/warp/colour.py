@@ -4,12 +4,11 @@ A convex combination of proxy spectra cannot reproduce a global gain, gamma or c
 guide: fitting one pulls every pixel towards a brighter or tinted metamer elsewhere in the proxy
 (the paper mode answers a gamma-0.8 guide with 30 px displacements). The guide is therefore first
 mapped into the proxy's colours by a per-channel tone curve ``proxy_c ~ gain_c * guide_c ** gamma_c``
-(two numbers per channel), fitted twice:
-
-1. on the channel quantiles of the two images (:func:`quantile_pairs`), which needs no
-   correspondence but is biased where the layouts differ (a zoomed crop, a blurred guide);
-2. on the matched pixel pairs of the first retrieval, weighted by match confidence
-   (:func:`hiralign.warp.coherence.match_confidence`), which is unbiased wherever matches are right.
+(two numbers per channel), fitted on the channel quantiles of the two images
+(:func:`quantile_pairs`). That needs no correspondence but is biased where the layouts differ (a
+zoomed crop, a rotation's corners), so :mod:`hiralign.warp.guide_model` keeps the curves only when the
+toned guide matches the proxy clearly better. (A refit on matched pixel pairs was tried and dropped:
+on blurred guides the pairs of blurred guide and sharp proxy bias gamma to about 0.86.)
 
 A global two-parameter curve cannot absorb local content, unlike histogram matching of the full
 distributions, which bends colours wherever the two images hold different things.
@@ -19,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import least_squares
 
-#: Percentiles whose values are paired in the first fit.
+#: Percentiles whose values are paired in the fit.
 QUANTILES = np.linspace(1.0, 99.0, 99)
 
 
@@ -58,13 +57,5 @@ def apply_tone_curves(rgb: np.ndarray, curves: np.ndarray) -> np.ndarray:
 
 
 def tone_curves_from_quantiles(guide_rgb: np.ndarray, proxy_rgb: np.ndarray) -> np.ndarray:
-    """Step 1: the curves mapping the guide's channel quantiles onto the proxy's."""
+    """The curves mapping the guide's channel quantiles onto the proxy's."""
     return fit_tone_curves(*quantile_pairs(guide_rgb, proxy_rgb))
-
-
-def tone_curves_from_matches(guide_rgb: np.ndarray, proxy_rgb: np.ndarray, best: np.ndarray, confidence: np.ndarray) -> np.ndarray:
-    """Step 2: the curves mapping each guide pixel onto the proxy pixel ``best`` it matched (N,),
-    weighted by ``confidence`` (N,)."""
-    guide = guide_rgb.reshape(3, -1)
-    proxy = proxy_rgb.reshape(3, -1)[:, best]
-    return fit_tone_curves(guide, proxy, confidence)

@@ -86,3 +86,8 @@ def patch_descriptors(rgb: torch.Tensor, patch: int = 3, w_chroma: float = 0.25,
         channels = F.pad(channels, (half, half, half, half), mode="replicate")
     columns = F.unfold(channels, kernel_size=patch)  # (1, 8*p*p, H*W)
     return columns[0].T.contiguous()
+
+
+def smoothed_descriptors(rgb: torch.Tensor, sigma: float, patch: int, w_chroma: float, w_grad: float, eps: float) -> torch.Tensor:
+    """Eq. 9 descriptors (``patch`` side) of ``rgb`` smoothed by a Gaussian of ``sigma`` px (0 = as is)."""
+    return patch_descriptors(gaussian_smooth(rgb, sigma), patch, w_chroma, w_grad, eps)

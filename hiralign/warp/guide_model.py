@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from hiralign.warp.colour import apply_tone_curves, tone_curves_from_quantiles
-from hiralign.warp.descriptors import excess_noise, gaussian_smooth, patch_descriptors
+from hiralign.warp.descriptors import excess_noise, gaussian_smooth, smoothed_descriptors
 from hiralign.warp.params import WarpParams
 
 #: Tone curves within this of gain 1, gamma 1 are the identity and are not tried.
@@ -56,11 +56,6 @@ class GuideModel:
     def toned(self, guide_rgb: np.ndarray) -> np.ndarray:
         """The guide in the proxy's colours (unchanged without tone curves)."""
         return guide_rgb if self.tone_curves is None else apply_tone_curves(guide_rgb, np.asarray(self.tone_curves))
-
-
-def smoothed_descriptors(rgb: torch.Tensor, sigma: float, patch: int, p: WarpParams) -> torch.Tensor:
-    """Eq. 9 descriptors (``patch`` side) of ``rgb`` smoothed by a Gaussian of ``sigma`` px (0 = as is)."""
-    return patch_descriptors(gaussian_smooth(rgb, sigma), patch, p.w_chroma, p.w_grad, p.eps)
 
 
 def blur_options(p: WarpParams) -> list[float]:
@@ -120,9 +115,10 @@ def tone_and_blur(guide_rgb: np.ndarray, proxy_rgb: np.ndarray, proxy_t: torch.T
         return None, blurs[0]
     n = guide_rgb.shape[1] * guide_rgb.shape[2]
     sample = torch.from_numpy(np.sort(np.random.default_rng(p.seed).choice(n, size=min(n, p.model_samples), replace=False))).to(device)
+    weights = (p.w_chroma, p.w_grad, p.eps)
     queries = [smoothed_descriptors(torch.from_numpy(guide_rgb if t is None else apply_tone_curves(guide_rgb, t)).to(device) * scale,
-                                    0.0, p.patch, p)[sample] for t in tones]
-    databases = {b: smoothed_descriptors(proxy_t, b, p.patch, p) for b in blurs}
+                                    0.0, p.patch, *weights)[sample] for t in tones]
+    databases = {b: smoothed_descriptors(proxy_t, b, p.patch, *weights) for b in blurs}
     untoned = {b: median_nearest_distance(queries[0], databases[b]) for b in blurs}
     best_untoned = min(blurs, key=untoned.get)
     if len(tones) == 2:  # the toned guide, at the blur the untoned one chose and unblurred

@@ -20,7 +20,8 @@ from hiralign.runtime import resolve_device, thread_limit
 from hiralign.warp import operator as sparse_operator
 from hiralign.warp import transport
 from hiralign.warp.coherence import agreement, coherent_selection, prior_targets
-from hiralign.warp.guide_model import guide_model, smoothed_descriptors
+from hiralign.warp.descriptors import smoothed_descriptors
+from hiralign.warp.guide_model import guide_model
 from hiralign.warp.optimise import optimise_transport
 from hiralign.warp.params import WarpParams, validate_inputs
 from hiralign.warp.result import WarpResult
@@ -72,8 +73,8 @@ def spectral_warp(proxy_hsi: Any, proxy_rgb: Any, guide_rgb: Any, **params: Any)
             model = guide_model(grgb, prgb, scale, p, device)  # coherent mode: noise, blur, tone (hiralign.warp.guide_model)
             diagnostics["guide_model"] = asdict(model)
             guide_t = torch.from_numpy(model.toned(grgb) * scale).to(device)
-            proxy_desc = smoothed_descriptors(proxy_t, model.proxy_sigma, model.patch, p)
-            guide_desc = smoothed_descriptors(guide_t, model.sigma, model.patch, p)
+            proxy_desc = smoothed_descriptors(proxy_t, model.proxy_sigma, model.patch, p.w_chroma, p.w_grad, p.eps)
+            guide_desc = smoothed_descriptors(guide_t, model.sigma, model.patch, p.w_chroma, p.w_grad, p.eps)
         with clock.step("retrieval"):  # Eq. 10-13
             kind = resolve_index_kind(p.index, height * width, p.auto_exact_max_pixels, device.type == "cuda")
             proxy_np = proxy_desc.cpu().numpy()
