@@ -16,7 +16,11 @@ with fixed seeds (:func:`hiralign.finetune.target_images`).
   difference to ``source-only`` on the same split (``d_psnr`` ...);
 * spectral fidelity of stage 2: sPr / sRec (HSIGene Eq. 8, k = 10) of the synthesized HSIs -- and,
   for reference, of the proxies, of the clean observed images and of the source domain -- against
-  the clean spectra of every target image.
+  the clean spectra of every target image;
+* stage-2 quality (one row, :func:`stage2_quality`): the guides' layout similarity to their proxies,
+  their diversity and colour distance (``02_guides.h5``, :mod:`hiralign.guides.quality`), and the
+  synthesized HSIs' neighbour-angle statistics against the proxies' (``03_warp.h5``,
+  :mod:`hiralign.warp.plausibility`) beside their sPr / sRec.
 
 :func:`evaluate_run` does all of it for a run directory; :func:`write_metrics` writes
 ``05_metrics.json`` / ``.md`` / ``.csv`` (+ ``05_metrics_per_image.csv``,
@@ -34,6 +38,7 @@ import torch
 
 from hiralign import metrics
 from hiralign.finetune import ADAPTED, load_inputs, resolve_checkpoint, target_images
+from hiralign.guides.quality import GuideQuality
 from hiralign.report import Table, provenance, read_tables, write_tables
 from hiralign.restorers.inference import restore
 from hiralign.runtime import resolve_device, thread_limit
@@ -41,6 +46,7 @@ from hiralign.stages import missing_upstream, require
 from hiralign.store import ArtifactError, RunStore, file_digest, resolve_run_dir
 from hiralign.tasks import Task, get_task
 from hiralign.train import load_checkpoint, reference_input
+from hiralign.warp.plausibility import Plausibility
 
 SOURCE_ONLY = "source-only"
 INPUT = "input"
@@ -50,7 +56,12 @@ METRICS = ("psnr", "ssim", "sam")
 DEFAULT_TILE = 128
 STEM = "05_metrics"
 #: Tables printed in full in 05_metrics.md (the per-image table lives in its CSV and the JSON).
-MARKDOWN_TABLES = ("summary", "spectral_fidelity")
+MARKDOWN_TABLES = ("summary", "spectral_fidelity", "stage2_quality")
+#: Set label of the synthesized HSIs in the spectral-fidelity table.
+SYNTHESIZED = "synthesized (03_warp)"
+#: Columns of the stage-2 quality table (one row per run).
+STAGE2_COLUMNS = ("generator", "ssim_to_proxy", "ssim_unrelated", "between_guides", "across_proxies", "colour_distance",
+                  "nsam_synthesized", "nsam_proxy", "nsam_w1", "spr", "srec")
 
 
 # ----------------------------------------------------------------------------- restoring
@@ -134,6 +145,24 @@ def spectral_fidelity(real: Any, sets: Mapping[str, Any], k: int = 10, max_sampl
     return rows
 
 
+def stage2_quality(store: RunStore, fidelity: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """The stage-2 quality row and the neighbour-angle histograms (``edges``, ``synthesized``,
+    ``proxy``) of a run with ``02_guides.h5`` and ``03_warp.h5``; ``([], {})`` without them (or for
+    demo records, which were not made from this run's proxies)."""
+    if not (store.exists("02_guides") and store.exists("03_warp")):
+        return [], {}
+    guides, warp = store.read("02_guides"), store.read("03_warp")
+    if guides.attrs.get("demo") or warp.attrs.get("demo"):
+        return [], {}
+    plausible = warp["quality"]
+    spectral = next((r for r in fidelity if r["set"] == SYNTHESIZED), {})
+    row = {"generator": str(guides.attrs["generator"]), **GuideQuality.from_tree(guides["quality"]).summary(),
+           **Plausibility.from_tree(plausible).summary(), "spr": spectral.get("spr"), "srec": spectral.get("srec")}
+    histograms = {"edges": np.asarray(plausible["histogram_edges"]), "synthesized": np.asarray(plausible["histogram_synthesized"]),
+                  "proxy": np.asarray(plausible["histogram_proxy"])}
+    return [row], histograms
+
+
 # ----------------------------------------------------------------------------- the run directory
 
 
@@ -202,6 +231,7 @@ class Evaluation:
     wavelengths: np.ndarray
     task: str
     models: dict[str, Path] = field(default_factory=dict)
+    histograms: dict[str, np.ndarray] = field(default_factory=dict)  # neighbour angles of stage 2 (stage2_quality)
 
     def table(self, name: str) -> Table:
         for t in self.tables:
@@ -227,8 +257,8 @@ class Evaluation:
 
 
 def metric_tables(summary: Sequence[Mapping], per_image: Sequence[Mapping], fidelity: Sequence[Mapping],
-                  task: str) -> list[Table]:
-    """The three result tables: ``summary`` (Table X / XI layout), ``per_image``, ``spectral_fidelity``."""
+                  task: str, stage2: Sequence[Mapping] = ()) -> list[Table]:
+    """The result tables: ``summary`` (Table X / XI layout), ``per_image``, ``spectral_fidelity``, ``stage2_quality``."""
     tables = [
         Table.from_records("summary", summary, ["method", "training", "split", "n", *METRICS, "d_psnr", "d_ssim", "d_sam"],
                            title=f"Target-domain restoration ({task}): mean PSNR (dB) / SSIM / SAM (deg); "
@@ -240,6 +270,12 @@ def metric_tables(summary: Sequence[Mapping], per_image: Sequence[Mapping], fide
         tables.append(Table.from_records(
             "spectral_fidelity", fidelity, ["set", "n_spectra", "n_real", "n_sampled", "k", "spr", "srec"],
             title="Spectral fidelity: sPr / sRec against the clean spectra of all target images (HSIGene Eq. 8)"))
+    if stage2:
+        tables.append(Table.from_records(
+            "stage2_quality", stage2, list(STAGE2_COLUMNS),
+            title="Stage-2 quality: guides' SSIM to their proxy (floor: ssim_unrelated) and 1 - SSIM between guides / "
+                  "across proxies, colour distance to the proxies (sliced W1, RGB), median neighbour angle (deg) of "
+                  "synthesized vs proxy HSIs and its W1, sPr / sRec of the synthesized HSIs"))
     return tables
 
 
@@ -275,14 +311,15 @@ def evaluate_run(run_dir: Path | str, models: Mapping[str, str | Path] | None = 
     source, dataset = source_spectra(run_dir)
     sets: dict[str, Any] = {}
     if synthesized is not None:
-        sets["synthesized (03_warp)"] = synthesized.reshape(-1, *synthesized.shape[2:])
+        sets[SYNTHESIZED] = synthesized.reshape(-1, *synthesized.shape[2:])
     sets["proxy (observed)"] = inputs.proxies
     sets["clean observed (reference)"] = inputs.clean[inputs.observed]
     if source is not None:
         sets["source domain (reference)"] = source
     fidelity = spectral_fidelity(targets.clean, sets, k=k, max_samples=spectral_samples, seed=seed)
+    stage2, histograms = stage2_quality(store, fidelity)
 
-    tables = metric_tables(summary, per_image, fidelity, task.name)
+    tables = metric_tables(summary, per_image, fidelity, task.name, stage2)
     prov = provenance(
         dict(params or {}), dataset=dataset or None, seed=seed, device=device, wall_time_s=time.perf_counter() - tic,
         task=task.name, run_dir=str(run_dir.resolve()),
@@ -293,7 +330,7 @@ def evaluate_run(run_dir: Path | str, models: Mapping[str, str | Path] | None = 
                 "held_out_from_00_data": targets.held_out},
     )
     return Evaluation(tables, prov, restored, targets.clean, targets.degraded, targets.names, targets.observed,
-                      inputs.wavelengths, task.name, models)
+                      inputs.wavelengths, task.name, models, histograms)
 
 
 def write_metrics(run_dir: Path | str, evaluation: Evaluation) -> dict[str, Path]:
@@ -322,13 +359,14 @@ def evaluation_tree(evaluation: Evaluation) -> dict[str, Any]:
     """The ``05_evaluate.h5`` content: every array the figures need (the tables live in 05_metrics.json)."""
     return {"restored": dict(evaluation.restored), "clean": evaluation.clean, "degraded": evaluation.degraded,
             "names": list(evaluation.names), "observed": evaluation.observed, "wavelengths": evaluation.wavelengths,
-            "task": evaluation.task, "models": {m: str(p) for m, p in evaluation.models.items()}}
+            "task": evaluation.task, "models": {m: str(p) for m, p in evaluation.models.items()},
+            "histograms": dict(evaluation.histograms)}
 
 
 def compute(stage) -> Evaluation:
     """Evaluate every model of the run, write ``05_metrics.*`` and the ``05_evaluate.h5`` record."""
     p = stage.params
-    for upstream in ("00_data", "01_proxy", "04_finetune") + (("03_warp",) if stage.has("03_warp") else ()):
+    for upstream in ("00_data", "01_proxy", "04_finetune") + tuple(u for u in ("02_rgb_guides", "03_warp") if stage.has(u)):
         stage.depends_on(upstream)
     with thread_limit(p["threads"]):
         evaluation = evaluate_run(stage.run_dir, device=resolve_device(p["device"]), tile=p["tile"] or None,
@@ -345,4 +383,4 @@ def load(store: RunStore) -> Evaluation:
     tables, prov = read_tables(store.run_dir / f"{STEM}.json")
     return Evaluation(list(tables.values()), prov, dict(art["restored"]), art["clean"], art["degraded"],
                       [str(n) for n in art["names"]], np.asarray(art["observed"], bool), art["wavelengths"],
-                      str(art["task"]), {m: Path(v) for m, v in art["models"].items()})
+                      str(art["task"]), {m: Path(v) for m, v in art["models"].items()}, dict(art.data.get("histograms", {})))

@@ -31,7 +31,11 @@ from hiralign.store import PLAIN_TYPES, code_version, plain_value
 
 #: Number formats of the usual metric columns in markdown (CSV and JSON keep full precision).
 DEFAULT_FORMATS = {"psnr": ".2f", "ssim": ".4f", "sam": ".2f", "spr": ".3f", "srec": ".3f", "loss": ".4g",
-                   "d_psnr": "+.2f", "d_ssim": "+.4f", "d_sam": "+.2f"}
+                   "d_psnr": "+.2f", "d_ssim": "+.4f", "d_sam": "+.2f",
+                   # stage-2 quality (hiralign.evaluate.stage2_quality) and sweeps (hiralign.sweep)
+                   "ssim_to_proxy": ".3f", "ssim_unrelated": ".3f", "between_guides": ".3f", "across_proxies": ".3f",
+                   "colour_distance": ".4f", "nsam_synthesized": ".2f", "nsam_proxy": ".2f", "nsam_w1": ".3f",
+                   "adapted": ".2f", "proxy-only": ".2f", "effect": "+.3f", "ci_low": "+.3f", "ci_high": "+.3f"}
 
 
 def _plain(value: Any) -> Any:
@@ -366,4 +370,27 @@ def plot_error_maps(panels: Mapping[str, np.ndarray], clean: np.ndarray, box: tu
         ax.set_title(f"{label}\nMAE {m.mean():.4f}", fontsize=9)
         ax.axis("off")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="|error| (mean over bands)")
+    return fig
+
+
+def plot_stage2_quality(row: Mapping[str, Any], histograms: Mapping[str, np.ndarray]):
+    """Stage-2 quality of one run: the guide measures (left) and the neighbour-angle distributions of
+    the synthesized HSIs and the proxies (right); ``row`` is the ``stage2_quality`` table's row."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.2))
+    names = ["ssim_to_proxy", "between_guides", "across_proxies"]
+    left.bar(range(len(names)), [row[n] for n in names], color=["tab:blue", "tab:orange", "tab:green"])
+    left.axhline(row["ssim_unrelated"], color="tab:blue", ls="--", lw=1, label="SSIM floor (unrelated layout)")
+    left.set_xticks(range(len(names)), ["SSIM to proxy", "1-SSIM between guides", "1-SSIM across proxies"], fontsize=7)
+    left.set_ylim(0, 1)
+    left.set_title(f"guides ({row['generator']}): colour distance {row['colour_distance']:.4f}", fontsize=9)
+    left.legend(fontsize=7)
+    edges = np.asarray(histograms["edges"])
+    for key, colour in (("proxy", "tab:gray"), ("synthesized", "tab:red")):
+        right.stairs(histograms[key], edges, color=colour, label=f"{key} (median {row[f'nsam_{key}']:.2f} deg)")
+    right.set_xlabel(f"angle between neighbouring spectra (deg; last bin: >= {edges[-2]:g})")
+    right.set_ylabel("fraction of neighbour pairs")
+    right.set_title(f"spatial-spectral plausibility: W1 = {row['nsam_w1']:.3f} deg", fontsize=9)
+    right.legend(fontsize=7)
+    fig.tight_layout()
     return fig

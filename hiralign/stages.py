@@ -71,6 +71,7 @@ class StageSpec:
     upstream: tuple[str, ...] = ()
     optional: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
+    schema: int = 1  # layout version of the record (docs/ARTIFACTS.md): a record of another version is stale
 
     @property
     def notebook(self) -> str:
@@ -92,11 +93,12 @@ class StageSpec:
 STAGES: dict[str, StageSpec] = {s.name: s for s in (
     StageSpec("00_data", "00_data", "hiralign.data.stage", outputs=("00_*",)),
     StageSpec("01_proxy", "01_proxy", "hiralign.proxy", upstream=("00_data",), outputs=("01_*",)),
-    StageSpec("02_rgb_guides", "02_guides", "hiralign.guides.stage", upstream=("01_proxy",), outputs=("02_*",)),
-    StageSpec("03_warp", "03_warp", "hiralign.warp.stage", upstream=("01_proxy", "02_rgb_guides"), outputs=("03_*",)),
+    StageSpec("02_rgb_guides", "02_guides", "hiralign.guides.stage", upstream=("01_proxy",), outputs=("02_*",), schema=2),
+    StageSpec("03_warp", "03_warp", "hiralign.warp.stage", upstream=("01_proxy", "02_rgb_guides"), outputs=("03_*",),
+              schema=2),
     StageSpec("04_finetune", "04_finetune", "hiralign.finetune", upstream=("01_proxy",), outputs=("04_*",)),
     StageSpec("05_evaluate", "05_evaluate", "hiralign.evaluate", upstream=("00_data", "01_proxy", "04_finetune"),
-              optional=("03_warp",), outputs=("05_*",)),
+              optional=("02_rgb_guides", "03_warp"), outputs=("05_*",), schema=2),
 )}
 
 
@@ -170,6 +172,9 @@ def status(run_dir: Path | str, name: str, params: Mapping[str, Any]) -> Status:
         header = read_artifact(path).header
     except ArtifactError as err:
         return Status(False, str(err))
+    schema = int(header.attrs.get("schema", 1))
+    if schema != stage.schema:
+        return Status(False, f"{path.name} has the record layout v{schema}; this code writes v{stage.schema}")
     wanted = recorded_parameters(params)
     if header.params != wanted:
         return Status(False, f"{path.name} was made with other parameters ({'; '.join(param_differences(header.params, wanted))})")
@@ -335,8 +340,8 @@ class Stage:
               files: tuple[Path | str, ...] = ()) -> Header:
         """Write the record with this stage's parameters, the inputs it used and its side ``files``."""
         digests = {Path(f).name: file_digest(f) for f in files}
-        header = self.store.write(self.spec.record, data, self.params, attrs=attrs, upstream=self.used, files=digests,
-                                  stage=self.name)
+        header = self.store.write(self.spec.record, data, self.params, attrs={**(attrs or {}), "schema": self.spec.schema},
+                                  upstream=self.used, files=digests, stage=self.name)
         self.log(f"wrote {header.path}")
         return header
 

@@ -30,7 +30,7 @@
 # *unobserved* ones (held out, Table X). Clean target images are used only for evaluation.
 
 # %% tags=["parameters"]
-dataset: str = "synthetic"  # synthetic (embedded benchmark) or a file/folder of real target scenes
+dataset: str = "synthetic"  # synthetic (embedded benchmark), or a file, folder or glob pattern of real target scenes
 kind: str = ""  # loader for a real dataset: cave, icvl, kaist, hsidwrd or generic (empty: guess from path)
 source_path: str = ""  # optional file/folder of real source scenes, e.g. ICVL (empty: embedded synthetic source)
 image_size: int = 64  # spatial size (px) of every image (synthetic size, or tile size for real scenes)

@@ -27,14 +27,15 @@
 # * **Eq. 8** - sampling starts SDEdit-style from the proxy latent noised to `t0 = strength * T`.
 #
 # unCLIP needs the Stable unCLIP weights (`model_path`); without them `generator="unclip"` stops at once
-# and says how to provide them. Two offline generators run anywhere: `local-ddpm` (a small DDPM trained
-# here on proxy patches + scikit-image pictures, sampled with the same Eq. 8 start) and `jitter`
-# (flips, rotation, crop-resize, colour jitter). Input: `01_proxy.h5` from `run_dir` (with `demo=True`:
+# and says how to provide them. Three offline generators run anywhere: `recompose` (new layouts: a
+# dead-leaves occlusion model whose leaves are SLIC regions of the proxy, carried rigidly with their own
+# pixels), `local-ddpm` (a small DDPM trained here on proxy patches + scikit-image pictures, sampled with
+# the same Eq. 8 start) and `jitter` (flips, rotation, crop-resize, colour jitter). Input: `01_proxy.h5` from `run_dir` (with `demo=True`:
 # DEMO proxies, synthetic-benchmark target RGBs lightly blurred as stand-ins). Output: `02_guides.h5`.
 # Prompts, `strength`, `noise_level` and `guidance_scale` are not printed in the paper: ours are choices.
 
 # %% tags=["parameters"]
-generator: str = "local-ddpm"  # guide generator: unclip (needs weights), local-ddpm (trains on CPU), jitter
+generator: str = "recompose"  # guide generator: unclip (needs weights), recompose (new layouts, CPU default), local-ddpm (trains on CPU), jitter
 model_path: str = "stabilityai/stable-diffusion-2-1-unclip"  # unclip: local folder or cached hub id (-unclip or -unclip-small)
 clip_path: str = ""  # unclip: folder of a blur-robust CLIP vision encoder (Eq. 7); "" keeps the model's own
 n_guides: int = 3  # guides per proxy (paper: 3)
@@ -57,7 +58,7 @@ force: bool = False  # regenerate even if 02_guides.h5 is current (same paramete
 # %%
 import matplotlib.pyplot as plt
 
-from hiralign.guides.plots import plot_diversity, plot_guide_grid
+from hiralign.guides.plots import plot_guide_grid, plot_quality
 from hiralign.stages import run_stage, stage_parameters
 
 out = run_stage("02_rgb_guides", run_dir, stage_parameters(globals()), force=force)  # unclip without weights stops here
@@ -75,10 +76,12 @@ fig = plot_guide_grid(out.proxy_rgb, guides, names=out.names, title=f"{generator
 plt.show()
 
 # %% [markdown]
-# Diversity: mean `1 - SSIM` between the guides of one proxy (higher = more varied) and between each
-# guide and its proxy (lower = layout better kept).
+# Quality (stored in `02_guides.h5`, reported again by notebook 05): SSIM of each guide to its proxy
+# (1 = the proxy's layout; `ssim_unrelated` is its floor, the proxy against itself shifted by half its
+# size), mean `1 - SSIM` between the guides of one proxy and across proxies (diversity), and the colour
+# distance of all guides to all proxies (sliced 1-Wasserstein in RGB; 0 = the proxies' colours).
 
 # %%
-print({k: round(v, 4) for k, v in out.diversity.summary().items()})
-fig = plot_diversity(out.diversity, names=[n.split("/")[-1] for n in out.names])
+print({k: round(v, 4) for k, v in out.quality.summary().items()})
+fig = plot_quality(out.quality, names=[n.split("/")[-1] for n in out.names])
 plt.show()

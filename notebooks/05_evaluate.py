@@ -23,7 +23,10 @@
 # * on the **observed**, **unobserved** and **total** target splits (Table X);
 # * PSNR / SSIM / SAM per image and their means; `d_*` = difference to source-only;
 # * **sPr / sRec** (HSIGene Eq. 8, k = 10) of the synthesized HSIs of stage 2 against the clean target
-#   spectra, beside the proxies and the clean observed images as references.
+#   spectra, beside the proxies and the clean observed images as references;
+# * **stage-2 quality**: the guides' layout similarity to their proxies, their diversity and colour
+#   distance (from `02_guides.h5`), and how the synthesized spectra change between neighbouring pixels
+#   compared with the proxies (from `03_warp.h5`).
 #
 # Inputs from `run_dir`: `01_proxy.h5`, `04_model*.safetensors` (`04_finetune.h5`), and `03_warp.h5`
 # / `00_data.h5` for the spectral table when present. Outputs: `05_metrics.json`, `.md`, `.csv`
@@ -54,6 +57,20 @@ from hiralign.stages import run_stage, stage_parameters
 
 evaluation = run_stage("05_evaluate", run_dir, stage_parameters(globals()), force=force)
 print(evaluation.markdown())
+
+# %% [markdown]
+# ## Stage 2: new layouts, target colours, plausible spectra?
+# Left: SSIM of the guides to their proxy (dashed: the floor of an unrelated layout with the same
+# statistics) and `1 - SSIM` between guides. Right: the distribution of the spectral angle between
+# neighbouring pixels, synthesized HSIs against the proxies (a warp that scrambles spectra inside
+# regions moves mass to larger angles).
+
+# %%
+if evaluation.histograms:
+    fig = report.plot_stage2_quality(evaluation.table("stage2_quality").records()[0], evaluation.histograms)
+    plt.show()
+else:
+    print("no stage-2 quality: this run has no 02_guides.h5 + 03_warp.h5 made from its proxies")
 
 # %% [markdown]
 # ## Per image

@@ -42,6 +42,25 @@ def test_real_target_tiles_from_cave_scene(cave_path):
     assert len({c.name for c in target}) == 4  # drawn without replacement
 
 
+def test_a_glob_pattern_picks_the_cave_scenes_and_the_splits_never_share_a_pixel(cave_path):
+    pattern = cave_path.parent / "cave_*.mat"
+    files = data_stage.scene_files(pattern)
+    assert [f.name for f in files] == sorted(f.name for f in cave_path.parent.glob("cave_*.mat")) and len(files) == 3
+    bench = data_stage.build_splits(**{**TINY, "dataset": str(pattern), "kind": "cave", "image_size": 64,
+                                       "n_target_observed": 8, "n_target_unobserved": 8})
+    def pixels(cubes):  # (scene, row, col) of every pixel of every tile
+        out = set()
+        for c in cubes:
+            scene, corner = c.name.split("@")
+            top, left = map(int, corner.split(","))
+            out |= {(scene, top + r, left + q) for r in range(64) for q in range(64)}
+        return out
+    assert not pixels(bench.target_observed) & pixels(bench.target_unobserved)
+    assert {c.name.split("@")[0] for c in bench.target_observed + bench.target_unobserved} > {"cave_balloons_ms_256"}
+    with pytest.raises(DatasetError, match="matches no scene files"):
+        data_stage.scene_files(cave_path.parent / "kaist_*.mat")
+
+
 def test_bad_real_data_fails_clearly_and_writes_nothing(tmp_path):
     run = tmp_path / "run"
     bad = np.random.default_rng(0).random((40, 40, 31))

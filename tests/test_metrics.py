@@ -264,3 +264,45 @@ def test_spr_srec_match_a_dense_brute_force_reference(rng):
     got = metrics.spectral_precision_recall(generated, real, k=10)
     assert got == pytest.approx(reference(generated, real, 10), abs=0)
     assert 0 < got.precision < 1 and 0 < got.recall < 1
+
+
+# ----------------------------------------------------------------------------- stage-2 distributions
+
+
+def test_sliced_wasserstein_matches_scipy_on_each_projection():
+    from scipy.stats import wasserstein_distance
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(4000, 3)), rng.normal(0.3, 1.5, size=(3000, 3))
+    # one projection: the 1-D W1 of the projected sets, which scipy computes exactly
+    direction = np.random.default_rng(7).normal(size=(1, 3))
+    direction /= np.linalg.norm(direction)
+    ours = metrics.sliced_wasserstein(x, y, n_projections=1, n_quantiles=4000, seed=7)
+    assert ours == pytest.approx(wasserstein_distance(x @ direction[0], y @ direction[0]), rel=0.01)
+    assert metrics.sliced_wasserstein(x, x) == 0.0
+
+
+def test_sliced_wasserstein_of_a_shift_is_half_its_length_in_3d():
+    x = np.random.default_rng(1).uniform(size=(5000, 3))
+    v = np.array([0.2, -0.1, 0.05])
+    assert metrics.sliced_wasserstein(x, x + v, n_projections=4096) == pytest.approx(np.linalg.norm(v) / 2, rel=0.02)
+
+
+def test_sliced_wasserstein_rejects_bad_sets():
+    with pytest.raises(ValueError, match="point sets"):
+        metrics.sliced_wasserstein(np.zeros((3, 3)), np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.sliced_wasserstein(np.full((3, 3), np.nan), np.zeros((3, 3)))
+
+
+def test_neighbour_sam_known_answers():
+    flat = np.ones((4, 5, 6))
+    angles = metrics.neighbour_sam(flat)
+    assert angles.shape == (5 * 5 + 4 * 6,) and np.allclose(angles, 0.0)
+    # two orthogonal materials side by side: 90 deg across the vertical boundary only
+    two = np.zeros((2, 3, 4))
+    two[0, :, :2], two[1, :, 2:] = 1.0, 1.0
+    angles = metrics.neighbour_sam(two)
+    assert np.isclose(angles, 90.0).sum() == 3 and np.isclose(angles, 0.0).sum() == len(angles) - 3
+    with pytest.raises(ValueError, match="cube"):
+        metrics.neighbour_sam(np.ones((3, 3)))

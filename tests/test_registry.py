@@ -54,7 +54,7 @@ def test_custom_error_class():
     (lambda: degrade.describe("snow"), "unknown degradation 'snow'; known: gaussian, "),
     (lambda: tasks.get_task("denoise-everything"), "unknown task 'denoise-everything'; known: denoise-gaussian, "),
     (lambda: restorers.backbone("nope"), "unknown backbone 'nope'; known: spectral-cnn, "),
-    (lambda: guides.generator_function("paint"), "unknown guide generator 'paint'; known: jitter, local-ddpm, unclip"),
+    (lambda: guides.generator_function("paint"), "unknown guide generator 'paint'; known: jitter, local-ddpm, recompose, unclip"),
 ])
 def test_every_registry_of_the_library_reports_unknown_names_alike(lookup, message):
     with pytest.raises(ValueError) as err:

@@ -189,6 +189,40 @@ def test_a_reloaded_record_shows_what_a_fresh_one_does(run):
         np.testing.assert_array_equal(a.wavelengths, b.wavelengths)
 
 
+@pytest.mark.parametrize("stage", [s for s in STAGES if STAGES[s].schema > 1])
+def test_a_record_of_an_older_layout_is_stale_and_recomputed(run, stage):
+    """A record written before its stage's layout changed is recomputed, never loaded half-understood."""
+    path = run / STAGES[stage].record_file
+    art = read_artifact(path)
+    from hiralign.store import write_artifact
+
+    write_artifact(path, art.data, art.params, stage=stage, attrs={**art.attrs, "schema": STAGES[stage].schema - 1},
+                   upstream=art.header.upstream, files=art.header.files)
+    state = status(run, stage, tiny_params(stage))
+    assert not state.current and f"record layout v{STAGES[stage].schema - 1}; this code writes v{STAGES[stage].schema}" in state.reason
+    run_stage(stage, run, tiny_params(stage), log=quiet)
+    assert status(run, stage, tiny_params(stage)).current
+
+
+def test_the_evaluation_reports_stage2_quality_and_reloads_its_figure_data(run):
+    """05 reads the guides' quality (02) and the synthesized HSIs' plausibility (03) into one table."""
+    fresh = run_stage("05_evaluate", run, tiny_params("05_evaluate"), log=quiet, force=True)
+    row = fresh.table("stage2_quality").records()[0]
+    guides = read_artifact(run / "02_guides.h5")
+    assert row["generator"] == guides.attrs["generator"] == "jitter"
+    assert 0 < row["ssim_to_proxy"] < 1 and 0 < row["between_guides"] < 1 and row["colour_distance"] >= 0
+    assert row["nsam_w1"] >= 0 and row["spr"] == next(r["spr"] for r in fresh.table("spectral_fidelity").records()
+                                                      if r["set"].startswith("synthesized"))
+    assert fresh.histograms["synthesized"].sum() == pytest.approx(1.0)
+    loaded = run_stage("05_evaluate", run, tiny_params("05_evaluate"), log=quiet)
+    assert loaded.table("stage2_quality").rows == fresh.table("stage2_quality").rows
+    for key in ("edges", "synthesized", "proxy"):
+        np.testing.assert_array_equal(loaded.histograms[key], fresh.histograms[key])
+    from hiralign import report
+
+    assert len(report.plot_stage2_quality(row, loaded.histograms).axes) == 2
+
+
 # ----------------------------------------------------------------------------- SIGKILL inside each stage
 
 KILLER = textwrap.dedent("""

@@ -1,10 +1,10 @@
-"""Command line: ``hiralign run``, ``hiralign reproduce``, ``hiralign pretrain``, ``hiralign data``, ``hiralign bench``.
+"""Command line: ``hiralign run``, ``hiralign sweep``, ``hiralign reproduce``, ``hiralign pretrain``, ``hiralign data``, ``hiralign bench``.
 
 Expected user errors (a bad file or parameter, a missing path, a stale or corrupt artifact: every
 :class:`~hiralign.errors.UserError`) print ``hiralign <command>: <what went wrong>`` on stderr and
 exit with status 2; ``hiralign --debug <command> ...`` shows their traceback instead. Any other
 exception is a bug and keeps its traceback. Each command lives in its own module
-(:mod:`hiralign.cli.run`, ``data``, ``bench``, ``pretrain``, ``reproduce``); the library keeps none.
+(:mod:`hiralign.cli.run`, ``sweep``, ``data``, ``bench``, ``pretrain``, ``reproduce``); the library keeps none.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from hiralign.cli import bench, data, pretrain, reproduce, run
+from hiralign.cli import bench, data, pretrain, reproduce, run, sweep
 from hiralign.cli._common import REPO_ROOT, UsageError, add_debug_flag, guarded, report
 
 #: Commands with their own parser, built only when they run (building it imports torch / papermill).
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hiralign", description=__doc__.split("\n")[0])
     add_debug_flag(parser, top_level=True)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, module in (("run", run), ("data", data)):
+    for name, module in (("run", run), ("sweep", sweep), ("data", data)):
         command = sub.add_parser(name, help=module.HELP, description=module.__doc__)
         module.configure(command)
         add_debug_flag(command)

@@ -22,8 +22,14 @@ SCENE_SUFFIXES = {".mat", ".h5", ".hdf5", ".npy", ".npz", ".tif", ".tiff"}
 
 
 def scene_files(path: Path | str) -> list[Path]:
-    """Scenes under ``path``: the file itself, or each scene file / CAVE scene folder inside a folder."""
+    """Scenes under ``path``: the file itself, each scene file / CAVE scene folder inside a folder, or
+    the files matching a glob pattern in its last part (``../shared/data/cave_*.mat``)."""
     path = Path(path)
+    if any(c in path.name for c in "*?["):
+        matches = sorted(p for p in path.parent.glob(path.name) if p.suffix.lower() in SCENE_SUFFIXES or p.is_dir())
+        if not matches:
+            raise DatasetError(f"{path}: the pattern matches no scene files ({sorted(SCENE_SUFFIXES)}) or folders")
+        return [m for p in matches for m in scene_files(p)]
     if not path.exists():
         raise DatasetError(f"{path}: no such file or folder (see docs/datasets.md for where to put datasets)")
     if path.is_file():

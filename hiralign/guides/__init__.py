@@ -6,7 +6,9 @@
   optionally a blur-robust CLIP encoder from :mod:`hiralign.guides.clip_finetune`, Eq. 7);
 * ``"local-ddpm"`` - a small DDPM trained here on CPU, sampled SDEdit-style
   (:mod:`hiralign.guides.local_ddpm`; same ``strength`` meaning as unCLIP);
-* ``"jitter"`` - geometric + photometric augmentation (:mod:`hiralign.guides.jitter`).
+* ``"jitter"`` - geometric + photometric augmentation (:mod:`hiralign.guides.jitter`);
+* ``"recompose"`` - new layouts as dead-leaves recompositions of the proxy's own regions
+  (:mod:`hiralign.guides.recompose`).
 
 Generators are imported on first use (unCLIP pulls in transformers).
 """
@@ -26,6 +28,7 @@ from hiralign.runtime import thread_limit
 GENERATORS: Registry[str] = Registry("guide generator")
 GENERATORS.register("jitter", "hiralign.guides.jitter:jitter_guides")
 GENERATORS.register("local-ddpm", "hiralign.guides.local_ddpm:local_ddpm_guides")
+GENERATORS.register("recompose", "hiralign.guides.recompose:recompose_guides")
 GENERATORS.register("unclip", "hiralign.guides.unclip:unclip_guides")
 FIXED_ARGS = ("proxy_rgbs", "n_guides", "seed")
 

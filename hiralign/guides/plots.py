@@ -1,10 +1,10 @@
-"""Figures of stage 2a: the proxy RGB next to its guides, and the measured guide diversity."""
+"""Figures of stage 2a: the proxy RGB next to its guides, and the measured guide quality."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from hiralign.guides.diversity import GuideDiversity
+from hiralign.guides.quality import GuideQuality
 
 
 def to_image(rgb: np.ndarray) -> np.ndarray:
@@ -31,17 +31,18 @@ def plot_guide_grid(proxy_rgbs: np.ndarray, guides: np.ndarray, names: list[str]
     return fig
 
 
-def plot_diversity(diversity: GuideDiversity, names: list[str] | None = None, title: str = ""):
-    """Bars per proxy of mean ``1 - SSIM`` between guides and between each guide and its proxy."""
-    n = len(diversity.to_proxy)
+def plot_quality(quality: GuideQuality, names: list[str] | None = None, title: str = ""):
+    """Bars per proxy: SSIM of its guides to it (layout kept), mean ``1 - SSIM`` between its guides (diversity)."""
+    n = len(quality.ssim_to_proxy)
     x = np.arange(n)
     fig, ax = plt.subplots(figsize=(max(4.0, 0.8 * n + 2), 3.0))
-    ax.bar(x - 0.2, diversity.between_guides, width=0.4, label="between guides")
-    ax.bar(x + 0.2, diversity.to_proxy, width=0.4, label="guide vs proxy")
+    ax.bar(x - 0.2, quality.ssim_to_proxy, width=0.4, label="SSIM guide vs proxy (layout kept)")
+    ax.bar(x + 0.2, quality.between_guides, width=0.4, label="1 - SSIM between guides (diversity)")
     ax.set_xticks(x, names if names else [str(i) for i in x], rotation=30, ha="right", fontsize=7)
-    ax.set_ylabel("mean 1 - SSIM")
-    summary = diversity.summary()
-    ax.set_title(title or f"guide diversity: between {summary['between_guides']:.3f}, to proxy {summary['to_proxy']:.3f}", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, 1)
+    s = quality.summary()
+    ax.set_title(title or (f"SSIM to proxy {s['ssim_to_proxy']:.3f}, between guides {s['between_guides']:.3f}, "
+                           f"across proxies {s['across_proxies']:.3f}, colour distance {s['colour_distance']:.4f}"), fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

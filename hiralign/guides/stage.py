@@ -5,7 +5,7 @@ only with ``demo=True`` DEMO proxies instead: target-observed scenes of the embe
 benchmark, rendered to RGB (Eq. 4) and lightly Gaussian-blurred as stand-ins for restored proxies
 (labelled as such in the artifact).
 Output (docs/ARTIFACTS.md): ``guides`` (N, G, 3, H, W) in [0, 1], ``proxy_rgb``, ``names``, the
-measured diversity; attributes ``generator``, ``input_source``, ``demo``.
+measured quality (layout similarity, diversity, colour distance); attributes ``generator``, ``input_source``, ``demo``.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from hiralign.guides import GENERATORS, generate_guides, select_params
-from hiralign.guides.diversity import GuideDiversity, guide_diversity
+from hiralign.guides.quality import GuideQuality, guide_quality
 from hiralign.runtime import resolve_device
 from hiralign.spectral import to_rgb
 from hiralign.stages import ParameterError, require
@@ -90,19 +90,19 @@ def check(params: dict[str, Any]) -> None:
 
 @dataclass(frozen=True)
 class GuideSet:
-    """``02_guides.h5``: guides (N, G, 3, H, W) of the proxy RGBs (N, 3, H, W), their diversity, provenance."""
+    """``02_guides.h5``: guides (N, G, 3, H, W) of the proxy RGBs (N, 3, H, W), their quality, provenance."""
 
     guides: np.ndarray
     proxy_rgb: np.ndarray
     names: list[str]
-    diversity: GuideDiversity
+    quality: GuideQuality
     generator: str
     source: str
     demo: bool
 
     def tree(self) -> dict[str, Any]:
         return {"guides": self.guides, "proxy_rgb": self.proxy_rgb, "names": list(self.names),
-                "diversity": {"between_guides": self.diversity.between_guides, "to_proxy": self.diversity.to_proxy}}
+                "quality": self.quality.tree()}
 
 
 def compute(stage) -> GuideSet:
@@ -111,7 +111,7 @@ def compute(stage) -> GuideSet:
     inputs = demo_proxies(p["image_size"], p["n_demo"], p["seed"]) if p["demo"] else proxies_of(stage.read("01_proxy"))
     guides = generate_guides(inputs.proxy_rgb, p["generator"], n_guides=p["n_guides"], seed=p["seed"], threads=p["threads"],
                              **generator_settings(p))
-    result = GuideSet(guides, inputs.proxy_rgb, list(inputs.names), guide_diversity(inputs.proxy_rgb, guides),
+    result = GuideSet(guides, inputs.proxy_rgb, list(inputs.names), guide_quality(inputs.proxy_rgb, guides, p["seed"]),
                       p["generator"], inputs.source, inputs.demo)
     stage.write(result.tree(), attrs={"generator": result.generator, "input_source": result.source, "demo": result.demo})
     return result
@@ -120,6 +120,5 @@ def compute(stage) -> GuideSet:
 def load(store: RunStore) -> GuideSet:
     """``02_guides.h5`` read back (verified)."""
     art = store.read("02_guides")
-    diversity = GuideDiversity(art["diversity"]["between_guides"], art["diversity"]["to_proxy"])
-    return GuideSet(art["guides"], art["proxy_rgb"], [str(n) for n in art["names"]], diversity,
+    return GuideSet(art["guides"], art["proxy_rgb"], [str(n) for n in art["names"]], GuideQuality.from_tree(art["quality"]),
                     str(art.attrs["generator"]), str(art.attrs["input_source"]), bool(art.attrs["demo"]))

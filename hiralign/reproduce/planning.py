@@ -33,11 +33,17 @@ def stage_overrides(exp: Experiment, declared: dict[str, dict[str, Any]], repo_r
         takers = [s for s in STAGES if key in declared.get(s, {})]
         for stage in takers:
             stages[stage].setdefault(key, value)
-    for values in stages.values():
-        for key, value in values.items():
-            if isinstance(value, str) and any(value == r or value.startswith(r.rstrip("/") + "/") for r in exp.requires):
-                values[key] = str((repo_root / value).resolve())
-    return stages
+    return absolute_required(stages, exp.requires, repo_root)
+
+
+def absolute_required(stages: dict[str, dict], requires: Sequence[str], repo_root: Path = REPO_ROOT) -> dict[str, dict]:
+    """``stages`` with every value that is a required path (or lies under one) made absolute against ``repo_root``."""
+    def absolute(value: Any) -> Any:
+        if isinstance(value, str) and any(value == r or value.startswith(r.rstrip("/") + "/") for r in requires):
+            return str((repo_root / value).resolve())
+        return value
+
+    return {stage: {k: absolute(v) for k, v in values.items()} for stage, values in stages.items()}
 
 
 def validate(exp: Experiment, declared: dict[str, dict[str, Any]], paper: PaperTable | None = None) -> list[str]:

@@ -5,7 +5,9 @@ Inputs come from ``01_proxy.h5`` (``proxy``, ``proxy_rgb``, ``wavelengths``, ``n
 ``demo=True`` a demo pair is used instead (:func:`hiralign.warp.demo.demo_proxy` and
 :func:`~hiralign.warp.demo.demo_guide`). The artifact follows docs/ARTIFACTS.md: ``hsi``
 (N, G, B, H, W), ``rgb`` (N, G, 3, H, W), ``displacement`` (N, G, 2, H, W), groups ``loss_history``
-and ``operators`` keyed ``<n>_<g>`` (CSR ``data`` float32, ``indices``, ``indptr``, ``shape``).
+and ``operators`` keyed ``<n>_<g>`` (CSR ``data`` float32, ``indices``, ``indptr``, ``shape``), and
+``quality``: the spatial-spectral plausibility of the synthesized HSIs
+(:mod:`hiralign.warp.plausibility`).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from hiralign.stages import ParameterError, require
 from hiralign.store import ArtifactError, RunStore
 from hiralign.warp.demo import demo_guide, demo_proxy
 from hiralign.warp.params import WarpParams
+from hiralign.warp.plausibility import spatial_spectral_plausibility
 from hiralign.warp.result import WarpResult
 from hiralign.warp.synthesis import spectral_warp
 
@@ -102,8 +105,9 @@ def artifact_tree(inputs: WarpInputs, results: dict[tuple[int, int], WarpResult]
 
     keys = [f"{n}_{g}" for n in range(n_proxies) for g in range(n_guides)]
     steps = sorted({k for r in results.values() for k in r.timings})
+    hsi = stack("hsi")
     return {
-        "hsi": stack("hsi"),
+        "hsi": hsi,
         "rgb": stack("rgb"),
         "displacement": stack("displacement"),
         "wavelengths": inputs.wavelengths,
@@ -112,6 +116,7 @@ def artifact_tree(inputs: WarpInputs, results: dict[tuple[int, int], WarpResult]
         "timings": {s: np.array([[results[(n, g)].timings.get(s, np.nan) for g in range(n_guides)] for n in range(n_proxies)]) for s in steps},
         "index": [results[tuple(map(int, key.split("_")))].diagnostics["index"] for key in keys],
         "operators": {key: results[tuple(map(int, key.split("_")))].operator_arrays() for key in keys},
+        "quality": spatial_spectral_plausibility(inputs.proxy_hsi, hsi).tree(),
     }
 
 
