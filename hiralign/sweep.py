@@ -241,6 +241,15 @@ def plot_sweep(rows: Sequence[dict], measure: Measure, title: str):
     return fig
 
 
+def read_sweep_results(path: Path | str) -> tuple[list[dict], Measure, str]:
+    """The effects rows, the measure and the title of a ``<name>.json`` written by :func:`write_sweep_results`."""
+    payload = json.loads(Path(path).read_text())
+    effects = payload["tables"]["effects"]
+    rows = [dict(zip(effects["columns"], row)) for row in effects["rows"]]
+    prov = payload["provenance"]
+    return rows, Measure(**prov["measure"]), str(prov["title"])
+
+
 def write_sweep_results(sweep: Sweep, records: Sequence[dict], rows: Sequence[dict], outcomes: Sequence[RunOutcome],
                         skipped: dict[str, list[str]], results_dir: Path | str) -> dict[str, Path]:
     """``<results_dir>/<name>.md`` / ``.json`` / ``.csv`` (+ ``<name>_runs.csv``), with provenance, and ``<name>.png``."""
@@ -260,7 +269,8 @@ def write_sweep_results(sweep: Sweep, records: Sequence[dict], rows: Sequence[di
     ]
     prov = provenance({"sweep": str(sweep.path), "seeds": list(sweep.seeds)}, seed=None,
                       runs={o.name: {"ok": o.ok, "seconds": round(o.seconds, 1), "error": o.error} for o in outcomes},
-                      skipped_targets=skipped, figure=f"{sweep.name}.png")
+                      skipped_targets=skipped, figure=f"{sweep.name}.png", title=sweep.title,
+                      measure=dict(m.__dict__))
     paths = write_tables(results_dir, sweep.name, tables, prov, heading=f"Sweep {sweep.name} ({sweep.path.name})")
     paths["png"] = results_dir / f"{sweep.name}.png"
     plot_sweep(rows, m, f"{sweep.title} (n = {len(sweep.seeds)} seeds)").savefig(paths["png"], dpi=110)

@@ -104,3 +104,21 @@ plt.show()
 errors = {m: c for m, c in panels.items() if m != "clean"}
 fig = report.plot_error_maps(errors, panels["clean"], box=box)
 plt.show()
+
+# %% [markdown]
+# ## The guide ablation (every run of `hiralign sweep params/sweeps/guide-diversity.yaml`)
+# Not this run: HIR-ALIGN minus proxy-only PSNR on the held-out images for five offline generators,
+# on the synthetic benchmark and on real CAVE scenes, mean over 3 seeds with its 95% t interval, against
+# the guides' diversity (`results/guide-diversity.md`, `docs/guides.md`).
+
+# %%
+from hiralign.sweep import REPO_ROOT, plot_sweep, read_sweep_results
+
+ablation = REPO_ROOT / "results" / "guide-diversity.json"
+if ablation.exists():
+    rows, measure, title = read_sweep_results(ablation)
+    fig = plot_sweep(rows, measure, title)
+    plt.show()
+else:
+    print(f"{ablation} not found: run hiralign sweep params/sweeps/guide-diversity.yaml")
+

@@ -14,8 +14,8 @@ import yaml
 from scipy import stats
 
 from hiralign.cli import main
-from hiralign.sweep import (Measure, SweepError, aggregate, leaders_first, load_sweep, plan_runs, run_sweep,
-                            t_interval, verdict)
+from hiralign.sweep import (Measure, SweepError, aggregate, leaders_first, load_sweep, plan_runs,
+                            read_sweep_results, run_sweep, t_interval, verdict)
 from stage_helpers import make_standin_notebooks
 
 #: Seed offsets of the stand-in effect: known mean 0 and spread across seeds 0 and 1.
@@ -81,6 +81,8 @@ def test_sweep_runs_shares_stages_skips_missing_targets_and_writes_known_effects
         assert e["effect"] == pytest.approx(knob) and (e["ci_low"], e["ci_high"]) == pytest.approx((low, high))
         assert e["between_guides"] == pytest.approx(knob / 10) and e["verdict"] == "better"
     assert paths["png"].stat().st_size > 1000 and "skipped_targets" in result["provenance"]
+    rows, measure, title = read_sweep_results(paths["json"])  # what notebook 05 plots
+    assert rows == effects and measure == Measure(x="between_guides") and title == "stand-in"
     assert "| here | three | 2 |" in paths["md"].read_text()
     before = (root / "one" / "seed0" / "05_metrics.json").stat().st_mtime_ns
     run_sweep(path, runs_root=tmp / "runs", results_dir=tmp / "results", notebooks_dir=notebooks, log=lambda m: None)
