@@ -44,6 +44,7 @@ from hiralign.errors import UserError
 from hiralign.executors import RunJob, RunOutcome, run_local
 from hiralign.pipeline import load_config, validate_config
 from hiralign.report import Table, provenance, write_tables
+from hiralign.reproduce.collection import measured
 from hiralign.reproduce.planning import absolute_required
 from hiralign.reproduce.spec import deep_merge
 
@@ -157,14 +158,12 @@ def leaders_first(runs: Sequence[SweepRun]) -> list[list[SweepRun]]:
 
 
 def summary_value(metrics: dict, method: str, split: str, metric: str) -> float:
-    """The mean ``metric`` of ``method`` on ``split`` from a ``05_metrics.json`` content."""
-    table = metrics["tables"]["summary"]
-    cols = table["columns"]
-    for row in table["rows"]:
-        rec = dict(zip(cols, row))
-        if rec["method"] == method and rec["split"] == split:
-            return float(rec[metric])
-    raise SweepError(f"05_metrics.json has no {method!r} row on the {split!r} split")
+    """The mean ``metric`` of ``method`` on ``split`` from a ``05_metrics.json`` payload
+    (:func:`hiralign.reproduce.collection.measured`)."""
+    means = measured(metrics, method, split)
+    if not means or metric not in means:
+        raise SweepError(f"05_metrics.json has no {metric} of {method!r} on the {split!r} split")
+    return means[metric]
 
 
 def run_record(run: SweepRun, measure: Measure) -> dict[str, Any]:
