@@ -15,7 +15,7 @@ A sweep file::
     stages: {03_warp: {k: 8}}       # applied to every run (after the base)
     targets:                        # applied after ``stages``
       synthetic: {label: ..., stages: {}}
-      cave-real: {label: ..., requires: [../shared/data], stages: {00_data: {dataset: ../shared/data/cave_*.mat}}}
+      cave-real: {label: ..., requires: [data/cave], stages: {00_data: {dataset: data/cave/*.mat}}}
     variants:                       # applied last
       jitter: {02_rgb_guides: {generator: jitter}}
     measure: {metric: psnr, split: unobserved, method: adapted, baseline: proxy-only, x: between_guides}

@@ -23,7 +23,7 @@ SCENE_SUFFIXES = {".mat", ".h5", ".hdf5", ".npy", ".npz", ".tif", ".tiff"}
 
 def scene_files(path: Path | str) -> list[Path]:
     """Scenes under ``path``: the file itself, each scene file / CAVE scene folder inside a folder, or
-    the files matching a glob pattern in its last part (``../shared/data/cave_*.mat``)."""
+    the files matching a glob pattern in its last part (``data/cave/*.mat``)."""
     path = Path(path)
     if any(c in path.name for c in "*?["):
         matches = sorted(p for p in path.parent.glob(path.name) if p.suffix.lower() in SCENE_SUFFIXES or p.is_dir())
