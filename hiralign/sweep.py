@@ -292,6 +292,7 @@ def run_sweep(path: Path | str, runs_root: Path | str = "runs/sweeps", results_d
     if not sweep.targets:
         raise SweepError(f"{path}: no target can run here (missing: {skipped})")
     runs = plan_runs(sweep, runs_root)
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None  # per run, when runs share the CPU
     jobs_by_name = {}
     for run in runs:
         run.run_dir.mkdir(parents=True, exist_ok=True)
@@ -299,7 +300,6 @@ def run_sweep(path: Path | str, runs_root: Path | str = "runs/sweeps", results_d
         config_path.write_text(f"# sweep {sweep.name}: {run.name}, resolved from {sweep.path}\n"
                                + yaml.safe_dump(run.config, sort_keys=False))
         validate_config(load_config(config_path), notebooks_dir)  # every run's parameters before any runs
-        threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
         jobs_by_name[run.name] = RunJob(run.name, config_path, run.run_dir, Path(notebooks_dir).resolve(),
                                         Path(runs_root).resolve() / sweep.name / "stage-cache", threads, force)
     log(f"{sweep.name}: {len(runs)} run(s) under {Path(runs_root) / sweep.name}")
