@@ -36,8 +36,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from hiralign import metrics
-from hiralign.finetune import ADAPTED, load_inputs, resolve_checkpoint, target_images
+from hiralign import metrics, statistics
+from hiralign.finetune import ADAPTED, METHOD_NAMES, load_inputs, resolve_checkpoint, target_images
 from hiralign.guides.quality import GuideQuality
 from hiralign.report import Table, provenance, read_tables, write_tables
 from hiralign.restorers.inference import restore
@@ -55,8 +55,12 @@ METRICS = ("psnr", "ssim", "sam")
 #: Inference tile (px of the observation); larger observations are restored tile by tile.
 DEFAULT_TILE = 128
 STEM = "05_metrics"
+PROXY_ONLY = METHOD_NAMES["proxy"]
+#: The comparisons the paper makes (Tables I-IV, VI): HIR-ALIGN against the source model and against
+#: finetuning on the proxies alone; each is reported paired over images (and replicates).
+PAIRED = ((ADAPTED, SOURCE_ONLY), (ADAPTED, PROXY_ONLY))
 #: Tables printed in full in 05_metrics.md (the per-image table lives in its CSV and the JSON).
-MARKDOWN_TABLES = ("summary", "spectral_fidelity", "stage2_quality")
+MARKDOWN_TABLES = ("summary", "paired", "spectral_fidelity", "stage2_quality")
 #: Set label of the synthesized HSIs in the spectral-fidelity table.
 SYNTHESIZED = "synthesized (03_warp)"
 #: Columns of the stage-2 quality table (one row per run).
@@ -104,26 +108,95 @@ def score_images(restored: Mapping[str, np.ndarray], clean: np.ndarray, names: S
     return records
 
 
+def _number(value: float) -> float | None:
+    """A table value: None for the NaN of an interval one run or one image cannot give."""
+    return float(value) if np.isfinite(value) else None
+
+
+def _by_replicate(records: Sequence[Mapping[str, Any]], method: str, split: str) -> dict[int, list[Mapping[str, Any]]]:
+    """``method``'s records on ``split`` (``total``: every split) grouped by replicate (0 when unmarked)."""
+    out: dict[int, list[Mapping[str, Any]]] = {}
+    for r in records:
+        if r["method"] == method and (split == "total" or r["split"] == split):
+            out.setdefault(int(r.get("replicate", 0)), []).append(r)
+    return dict(sorted(out.items()))
+
+
+def mean_interval(groups: Mapping[int, Sequence[Mapping[str, Any]]], metric: str, seed: int = 0) -> statistics.Interval:
+    """The mean of ``metric`` with its 95% interval: over replicate means (t) with two or more
+    replicates, else over the images of the one run (bootstrap)."""
+    if len(groups) >= 2:
+        return statistics.t_interval([np.mean([r[metric] for r in rs]) for rs in groups.values()])
+    (only,) = groups.values()
+    return statistics.bootstrap_interval([r[metric] for r in only], seed=seed)
+
+
 def summarize(per_image: Sequence[Mapping[str, Any]], baseline: str = SOURCE_ONLY,
-              descriptions: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-    """Mean PSNR / SSIM / SAM per (split, method), splits ordered observed, unobserved, total (all
-    images pooled); ``d_*`` = method minus ``baseline`` on the same split (None without a baseline).
-    Splits without images are left out."""
+              descriptions: Mapping[str, str] | None = None, seed: int = 0) -> list[dict[str, Any]]:
+    """Mean PSNR / SSIM / SAM per (split, method) with 95% intervals (:func:`mean_interval`; records
+    may carry a ``replicate`` index), splits ordered observed, unobserved, total (all images pooled);
+    ``d_*`` = method minus ``baseline`` on the same split (None without a baseline). Splits without
+    images are left out."""
     methods = list(dict.fromkeys(r["method"] for r in per_image))
     descriptions = descriptions or {}
     rows = []
     for split in SPLITS:
-        means: dict[str, dict[str, float]] = {}
+        means: dict[str, dict[str, Any]] = {}
         for method in methods:
-            chosen = [r for r in per_image if r["method"] == method and (split == "total" or r["split"] == split)]
-            if chosen:
-                means[method] = {m: float(np.mean([r[m] for r in chosen])) for m in METRICS} | {"n": len(chosen)}
+            groups = _by_replicate(per_image, method, split)
+            if not groups:
+                continue
+            intervals = {m: mean_interval(groups, m, seed) for m in METRICS}
+            means[method] = {"n": len(next(iter(groups.values()))), "replicates": len(groups),
+                             "interval": intervals[METRICS[0]].over, **intervals}
         for method, mean in means.items():
             base = means.get(baseline)
             row = {"method": method, "training": descriptions.get(method, ""), "split": split, "n": mean["n"],
-                   **{m: mean[m] for m in METRICS}}
-            row.update({f"d_{m}": (mean[m] - base[m]) if base else None for m in METRICS})
+                   "replicates": mean["replicates"]}
+            for m in METRICS:
+                row.update({m: mean[m].mean, f"{m}_low": _number(mean[m].low), f"{m}_high": _number(mean[m].high)})
+            row.update({f"d_{m}": (mean[m].mean - base[m].mean) if base else None for m in METRICS})
+            row["interval"] = mean["interval"]
             rows.append(row)
+    return rows
+
+
+def paired_scores(per_image: Sequence[Mapping[str, Any]], method: str, baseline: str, split: str,
+                  metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(replicates, images)`` arrays of ``metric`` for two methods on the images both scored in every
+    replicate (matched by replicate and image name)."""
+    a, b = _by_replicate(per_image, method, split), _by_replicate(per_image, baseline, split)
+    replicates = sorted(set(a) & set(b))
+    if not replicates:
+        return np.zeros((0, 0)), np.zeros((0, 0))
+    score = {m: {(k, r["image"]): r[metric] for k in replicates for r in g[k]} for m, g in ((method, a), (baseline, b))}
+    images = [i for i in dict.fromkeys(r["image"] for r in a[replicates[0]])
+              if all((k, i) in score[method] and (k, i) in score[baseline] for k in replicates)]
+    return (np.array([[score[method][(k, i)] for i in images] for k in replicates]),
+            np.array([[score[baseline][(k, i)] for i in images] for k in replicates]))
+
+
+def paired_comparisons(per_image: Sequence[Mapping[str, Any]], comparisons: Sequence[tuple[str, str]] = PAIRED,
+                       seed: int = 0) -> list[dict[str, Any]]:
+    """Method minus baseline per split and metric, paired over the same images and replicates
+    (:func:`hiralign.statistics.paired_difference`), for each comparison whose methods were scored."""
+    methods = {r["method"] for r in per_image}
+    rows = []
+    for method, baseline in comparisons:
+        if method not in methods or baseline not in methods:
+            continue
+        for split in SPLITS:
+            for metric in METRICS:
+                a, b = paired_scores(per_image, method, baseline, split, metric)
+                if a.size == 0:
+                    continue
+                d = statistics.paired_difference(a, b, metrics.HIGHER_IS_BETTER[metric], seed=seed)
+                rows.append({"comparison": f"{method} - {baseline}", "split": split, "metric": metric,
+                             "n": d.n_images, "replicates": d.n_replicates, "difference": d.mean,
+                             "difference_low": _number(d.low), "difference_high": _number(d.high),
+                             "over_replicates_low": _number(d.replicate_low),
+                             "over_replicates_high": _number(d.replicate_high),
+                             "p_wilcoxon": _number(d.p_value), "verdict": d.verdict})
     return rows
 
 
@@ -256,16 +329,30 @@ class Evaluation:
         return {"clean": self.clean[i], **{m: r[i] for m, r in self.restored.items()}}
 
 
+SUMMARY_COLUMNS = ["method", "training", "split", "n", "replicates", *(c for m in METRICS for c in (m, f"{m}_low", f"{m}_high")),
+                   "d_psnr", "d_ssim", "d_sam", "interval"]
+PAIRED_COLUMNS = ["comparison", "split", "metric", "n", "replicates", "difference", "difference_low", "difference_high",
+                  "over_replicates_low", "over_replicates_high", "p_wilcoxon", "verdict"]
+
+
 def metric_tables(summary: Sequence[Mapping], per_image: Sequence[Mapping], fidelity: Sequence[Mapping],
-                  task: str, stage2: Sequence[Mapping] = ()) -> list[Table]:
-    """The result tables: ``summary`` (Table X / XI layout), ``per_image``, ``spectral_fidelity``, ``stage2_quality``."""
+                  task: str, stage2: Sequence[Mapping] = (), paired: Sequence[Mapping] = ()) -> list[Table]:
+    """The result tables: ``summary`` (Table X / XI layout), ``paired``, ``per_image``,
+    ``spectral_fidelity``, ``stage2_quality``."""
     tables = [
-        Table.from_records("summary", summary, ["method", "training", "split", "n", *METRICS, "d_psnr", "d_ssim", "d_sam"],
-                           title=f"Target-domain restoration ({task}): mean PSNR (dB) / SSIM / SAM (deg); "
-                                 "d_* = difference to source-only on the same split"),
-        Table.from_records("per_image", per_image, ["method", "split", "image", *METRICS],
-                           title="Per-image scores"),
+        Table.from_records("summary", summary, SUMMARY_COLUMNS,
+                           title=f"Target-domain restoration ({task}): mean PSNR (dB) / SSIM / SAM (deg) [95% interval: "
+                                 "t over replicates, or bootstrap over the images of one run]; d_* = difference to "
+                                 "source-only on the same split"),
     ]
+    if paired:
+        tables.append(Table.from_records(
+            "paired", paired, PAIRED_COLUMNS,
+            title="Paired differences (method - baseline on the same images and replicates): mean [95% bootstrap "
+                  "interval over images], 95% t interval over replicates, Wilcoxon signed-rank p; verdict at 95% "
+                  "(SAM: lower is better)"))
+    tables.append(Table.from_records("per_image", per_image, ["method", "split", "image", *METRICS],
+                                     title="Per-image scores"))
     if fidelity:
         tables.append(Table.from_records(
             "spectral_fidelity", fidelity, ["set", "n_spectra", "n_real", "n_sampled", "k", "spr", "srec"],
@@ -305,7 +392,8 @@ def evaluate_run(run_dir: Path | str, models: Mapping[str, str | Path] | None = 
     per_image = score_images(restored, targets.clean, targets.names, targets.observed)
     descriptions = {m: describe_model(c) for m, c in configs.items()}
     descriptions[INPUT] = "degraded observation" + (" (bicubic x%d)" % task.scale if task.scale > 1 else "")
-    summary = summarize(per_image, SOURCE_ONLY if SOURCE_ONLY in restored else next(iter(restored)), descriptions)
+    summary = summarize(per_image, SOURCE_ONLY if SOURCE_ONLY in restored else next(iter(restored)), descriptions, seed)
+    paired = paired_comparisons(per_image, seed=seed)
 
     synthesized = inputs.synthesized
     source, dataset = source_spectra(run_dir)
@@ -319,7 +407,7 @@ def evaluate_run(run_dir: Path | str, models: Mapping[str, str | Path] | None = 
     fidelity = spectral_fidelity(targets.clean, sets, k=k, max_samples=spectral_samples, seed=seed)
     stage2, histograms = stage2_quality(store, fidelity)
 
-    tables = metric_tables(summary, per_image, fidelity, task.name, stage2)
+    tables = metric_tables(summary, per_image, fidelity, task.name, stage2, paired)
     prov = provenance(
         dict(params or {}), dataset=dataset or None, seed=seed, device=device, wall_time_s=time.perf_counter() - tic,
         task=task.name, run_dir=str(run_dir.resolve()),
@@ -333,12 +421,17 @@ def evaluate_run(run_dir: Path | str, models: Mapping[str, str | Path] | None = 
                       inputs.wavelengths, task.name, models, histograms)
 
 
+def target_label(dataset: Mapping[str, Any] | None) -> str:
+    """What the target images are, from the ``dataset`` provenance of 00_data: the embedded synthetic
+    benchmark, or the real scenes' path (the source domain may still be synthetic)."""
+    path = ((dataset or {}).get("params") or {}).get("dataset", "synthetic")
+    return "the SYNTHETIC embedded benchmark" if path == "synthetic" else f"real target scenes {path}"
+
+
 def write_metrics(run_dir: Path | str, evaluation: Evaluation) -> dict[str, Path]:
     """Write ``05_metrics.json`` / ``.md`` / ``.csv`` (+ per-table CSVs) into ``run_dir``; the
     markdown shows the summary and spectral-fidelity tables (the per-image table is in its CSV)."""
-    dataset = evaluation.provenance.get("dataset") or {}
-    data = "SYNTHETIC embedded benchmark" if dataset.get("synthetic") else (dataset.get("params") or {}).get("dataset", "")
-    heading = f"HIR-ALIGN evaluation: {evaluation.task}" + (f" on {data}" if data else "")
+    heading = f"HIR-ALIGN evaluation: {evaluation.task} on {target_label(evaluation.provenance.get('dataset'))}"
     return write_tables(run_dir, STEM, evaluation.tables, evaluation.provenance, heading=heading, markdown=MARKDOWN_TABLES)
 
 

@@ -23,6 +23,8 @@ from scipy.ndimage import gaussian_filter
 #: SSIM constants of Wang et al. (2004): an 11x11 Gaussian window (sigma 1.5, truncated at 3.5 sigma).
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
+#: Which way each evaluation metric improves (SAM: an angle, lower is better).
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "sam": False}
 SSIM_SIGMA = 1.5
 SSIM_TRUNCATE = 3.5
 SSIM_RADIUS = int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5)  # 5 -> 11 taps, as scipy.ndimage computes it

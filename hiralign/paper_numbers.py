@@ -13,12 +13,15 @@ from pathlib import Path
 import yaml
 
 from hiralign.errors import UserError
+from hiralign.metrics import HIGHER_IS_BETTER
+from hiralign.statistics import BETTER, WORSE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAPER_NUMBERS = REPO_ROOT / "params" / "paper" / "paper_numbers.yaml"
 METRICS = ("psnr", "ssim", "sam")
-#: Whether a larger value of a metric is better (SAM is an angle: smaller is better).
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "sam": False}
+#: :func:`agreement` of our verdict at 95% with the paper's direction.
+AGREES, CONTRADICTS, NOT_DISTINGUISHABLE, PAPER_TIE = ("agrees at 95%", "contradicts at 95%", "not distinguishable",
+                                                       "paper tie")
 
 
 class PaperNumbersError(UserError, ValueError):
@@ -90,9 +93,17 @@ def improvement(before: float, after: float, metric: str) -> float:
     return delta if HIGHER_IS_BETTER[metric] else -delta
 
 
-def direction_verdict(paper_gain: float, our_gain: float) -> str:
-    """Whether our improvement points the same way as the paper's: ``agrees``, ``DISAGREES``, or
-    ``paper tie`` when the paper reports no change (then there is no direction to compare)."""
-    if paper_gain == 0:
-        return "paper tie"
-    return "agrees" if (our_gain > 0) == (paper_gain > 0) and our_gain != 0 else "DISAGREES"
+def paper_direction(paper_gain: float) -> str:
+    """The direction of a gain the paper prints (an :func:`improvement`): ``better``, ``worse`` or ``tie``."""
+    return "tie" if paper_gain == 0 else BETTER if paper_gain > 0 else WORSE
+
+
+def agreement(our_verdict: str, direction: str) -> str:
+    """Our verdict at 95% (:func:`hiralign.statistics.verdict`) against the paper's ``direction``:
+    ``agrees at 95%`` when they are the same, ``contradicts at 95%`` when ours is distinguishable and
+    the opposite, ``not distinguishable`` otherwise, ``paper tie`` when the paper reports no change."""
+    if direction == "tie":
+        return PAPER_TIE
+    if our_verdict == direction:
+        return AGREES
+    return CONTRADICTS if our_verdict in (BETTER, WORSE) else NOT_DISTINGUISHABLE

@@ -53,10 +53,11 @@ class RunConfig:
     shared: dict[str, Any]
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: Path | None = None
+    replicates: int = 1  # runs with derived seeds (hiralign.replicates); 1: a single run in run_dir
 
 
 def load_config(path: Path | str, overrides: dict[str, dict[str, Any]] | None = None) -> RunConfig:
-    """Parse ``params/X.yaml``: top-level ``name``, ``run_dir``, ``device``, ``seed`` and ``stages``."""
+    """Parse ``params/X.yaml``: top-level ``name``, ``run_dir``, ``device``, ``seed``, ``replicates`` and ``stages``."""
     path = Path(path)
     if not path.exists():
         raise PipelineError(f"parameter file {path} does not exist")
@@ -78,7 +79,10 @@ def load_config(path: Path | str, overrides: dict[str, dict[str, Any]] | None = 
     merged = {s: dict(stages.get(s) or {}) for s in STAGES}
     for stage, values in (overrides or {}).items():
         merged[stage].update(values)
-    return RunConfig(name=name, run_dir=run_dir, shared=shared, stages=merged, source=path)
+    replicates = raw.get("replicates", 1)
+    if not isinstance(replicates, int) or isinstance(replicates, bool) or replicates < 1:
+        raise PipelineError(f"{path}: replicates must be an integer >= 1, got {replicates!r}")
+    return RunConfig(name=name, run_dir=run_dir, shared=shared, stages=merged, source=path, replicates=replicates)
 
 
 def declared_parameters(notebook: Path) -> dict[str, dict[str, Any]]:

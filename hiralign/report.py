@@ -17,9 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import platform
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +25,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from hiralign.store import PLAIN_TYPES, code_version, plain_value
+from hiralign.store import PLAIN_TYPES, code_version, plain_value, write_text_atomic
 
 #: Number formats of the usual metric columns in markdown (CSV and JSON keep full precision).
 DEFAULT_FORMATS = {"psnr": ".2f", "ssim": ".4f", "sam": ".2f", "spr": ".3f", "srec": ".3f", "loss": ".4g",
@@ -35,7 +33,11 @@ DEFAULT_FORMATS = {"psnr": ".2f", "ssim": ".4f", "sam": ".2f", "spr": ".3f", "sr
                    # stage-2 quality (hiralign.evaluate.stage2_quality) and sweeps (hiralign.sweep)
                    "ssim_to_proxy": ".3f", "ssim_unrelated": ".3f", "between_guides": ".3f", "across_proxies": ".3f",
                    "colour_distance": ".4f", "nsam_synthesized": ".2f", "nsam_proxy": ".2f", "nsam_w1": ".3f",
-                   "adapted": ".2f", "proxy-only": ".2f", "effect": "+.3f", "ci_low": "+.3f", "ci_high": "+.3f"}
+                   "adapted": ".2f", "proxy-only": ".2f", "effect": "+.3f", "ci_low": "+.3f", "ci_high": "+.3f",
+                   # intervals and paired comparisons (hiralign.statistics, hiralign.evaluate.paired_comparisons)
+                   "psnr_low": ".2f", "psnr_high": ".2f", "ssim_low": ".4f", "ssim_high": ".4f", "sam_low": ".2f",
+                   "sam_high": ".2f", "difference": "+.4f", "difference_low": "+.4f", "difference_high": "+.4f",
+                   "over_replicates_low": "+.4f", "over_replicates_high": "+.4f", "p_wilcoxon": ".3g"}
 
 
 def _plain(value: Any) -> Any:
@@ -87,12 +89,38 @@ class Table:
             return format(value, spec)
         return str(value)
 
+    def _shown_columns(self) -> list[tuple[str, str, str | None, str | None]]:
+        """Markdown columns ``(header, value, low, high)``: a column ``X`` with ``X_low`` / ``X_high``
+        is shown as one ``X [95% CI]`` column, a lone ``X_low`` / ``X_high`` pair as ``X (95% CI)``."""
+        names = set(self.columns)
+        shown = []
+        for c in self.columns:
+            for suffix in ("_low", "_high"):
+                if c.endswith(suffix) and {c[: -len(suffix)] + "_low", c[: -len(suffix)] + "_high"} <= names:
+                    base = c[: -len(suffix)]
+                    if suffix == "_low" and base not in names:
+                        shown.append((f"{base} (95% CI)", "", c, base + "_high"))
+                    break
+            else:
+                pair = {f"{c}_low", f"{c}_high"} <= names
+                shown.append((f"{c} [95% CI]" if pair else c, c, f"{c}_low" if pair else None, f"{c}_high" if pair else None))
+        return shown
+
+    def _interval_cell(self, record: Mapping[str, Any], value: str, low: str | None, high: str | None) -> str:
+        text = self._cell(value, record[value]) if value else ""
+        if low is None or not all(isinstance(record[k], (int, float)) and np.isfinite(record[k]) for k in (low, high)):
+            return text
+        fmt = value or low
+        bounds = f"[{self._cell(fmt, record[low])}, {self._cell(fmt, record[high])}]"
+        return f"{text} {bounds}" if text else bounds
+
     def to_markdown(self) -> str:
-        """GitHub markdown: ``### title`` (if any) then the table."""
+        """GitHub markdown: ``### title`` (if any) then the table (intervals merged, :meth:`_shown_columns`)."""
+        shown = self._shown_columns()
         lines = [f"### {self.title}", ""] if self.title else []
-        lines.append("| " + " | ".join(self.columns) + " |")
-        lines.append("|" + "|".join("---" for _ in self.columns) + "|")
-        lines += ["| " + " | ".join(self._cell(c, v) for c, v in zip(self.columns, row)) + " |" for row in self.rows]
+        lines.append("| " + " | ".join(h for h, *_ in shown) + " |")
+        lines.append("|" + "|".join("---" for _ in shown) + "|")
+        lines += ["| " + " | ".join(self._interval_cell(rec, *cols) for _, *cols in shown) + " |" for rec in self.records()]
         return "\n".join(lines) + "\n"
 
     def to_csv(self, header_lines: Sequence[str] = ()) -> str:
@@ -142,17 +170,6 @@ def _provenance_lines(prov: Mapping[str, Any]) -> list[str]:
 # ----------------------------------------------------------------------------- writing / reading
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def tables_markdown(tables: Sequence[Table], prov: Mapping[str, Any] | None = None, heading: str = "",
                     elsewhere: Mapping[str, str] | None = None) -> str:
     """All tables as one markdown document, provenance as a list at the end; ``elsewhere`` maps
@@ -185,17 +202,17 @@ def write_tables(directory: Path | str, stem: str, tables: Sequence[Table], prov
     paths: dict[str, Path] = {}
     payload = {"provenance": prov, "tables": {t.name: t.to_json() for t in tables}}
     paths["json"] = directory / f"{stem}.json"
-    _write_text_atomic(paths["json"], json.dumps(payload, indent=1, allow_nan=True) + "\n")
+    write_text_atomic(paths["json"], json.dumps(payload, indent=1, allow_nan=True) + "\n")
     header = _provenance_lines(prov)
     for i, table in enumerate(tables):
         key, path = ("csv", directory / f"{stem}.csv") if i == 0 else (f"csv:{table.name}", directory / f"{stem}_{table.name}.csv")
-        _write_text_atomic(path, table.to_csv([f"table: {table.name}", *header]))
+        write_text_atomic(path, table.to_csv([f"table: {table.name}", *header]))
         paths[key] = path
     shown = [t for t in tables if markdown is None or t.name in markdown]
     elsewhere = {t.name: paths["csv" if i == 0 else f"csv:{t.name}"].name
                  for i, t in enumerate(tables) if markdown is not None and t.name not in markdown}
     paths["md"] = directory / f"{stem}.md"
-    _write_text_atomic(paths["md"], tables_markdown(shown, prov, heading, elsewhere))
+    write_text_atomic(paths["md"], tables_markdown(shown, prov, heading, elsewhere))
     return paths
 
 
@@ -392,5 +409,39 @@ def plot_stage2_quality(row: Mapping[str, Any], histograms: Mapping[str, np.ndar
     right.set_ylabel("fraction of neighbour pairs")
     right.set_title(f"spatial-spectral plausibility: W1 = {row['nsam_w1']:.3f} deg", fontsize=9)
     right.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_paired(rows: Sequence[Mapping[str, Any]]):
+    """The ``paired`` table as a figure: per metric, each comparison and split's mean difference with its
+    95% bootstrap interval over images (thick) and its t interval over replicates (thin, when there is
+    one); the dashed line is "no difference". Markers are filled where the verdict is distinguishable."""
+    plt = _pyplot()
+    metrics_ = list(dict.fromkeys(r["metric"] for r in rows))
+    labels = list(dict.fromkeys((r["comparison"], r["split"]) for r in rows))
+    fig, axes = plt.subplots(1, len(metrics_), figsize=(3.6 * len(metrics_), 0.45 * len(labels) + 1.4), sharey=True,
+                             squeeze=False)
+    for ax, metric in zip(axes[0], metrics_):
+        for y, (comparison, split) in enumerate(labels):
+            r = next((r for r in rows if (r["comparison"], r["split"], r["metric"]) == (comparison, split, metric)), None)
+            if r is None:
+                continue
+            colour = f"C{list(dict.fromkeys(c for c, _ in labels)).index(comparison)}"
+            for key, lw in (("over_replicates", 1.0), ("difference", 4.0)):
+                low, high = r.get(f"{key}_low"), r.get(f"{key}_high")
+                if low is not None and high is not None:
+                    ax.plot([low, high], [y, y], color=colour, lw=lw, alpha=0.6, solid_capstyle="butt")
+            distinct = r["verdict"] != "not distinguishable"
+            ax.plot(r["difference"], y, "o", color=colour, mfc=colour if distinct else "white", ms=6)
+        ax.axvline(0.0, color="k", ls="--", lw=0.8)
+        better = "lower" if metric == "sam" else "higher"
+        ax.set_title(f"{metric.upper()} difference ({better} is better)", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(range(len(labels)), [f"{c}\n({s})" for c, s in labels], fontsize=7)
+    axes[0][0].invert_yaxis()
+    n = max(r["replicates"] for r in rows)
+    fig.suptitle(f"paired differences, 95% intervals (thick: over images; thin: over {n} replicates)"
+                 if n > 1 else "paired differences, 95% bootstrap interval over the images of one run", fontsize=9)
     fig.tight_layout()
     return fig

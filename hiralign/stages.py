@@ -72,6 +72,7 @@ class StageSpec:
     optional: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     schema: int = 1  # layout version of the record (docs/ARTIFACTS.md): a record of another version is stale
+    replicated: bool = True  # takes a replicate's derived seed (hiralign.replicates); the data stage does not
 
     @property
     def notebook(self) -> str:
@@ -91,7 +92,7 @@ class StageSpec:
 
 #: The stages in execution order.
 STAGES: dict[str, StageSpec] = {s.name: s for s in (
-    StageSpec("00_data", "00_data", "hiralign.data.stage", outputs=("00_*",)),
+    StageSpec("00_data", "00_data", "hiralign.data.stage", outputs=("00_*",), replicated=False),
     StageSpec("01_proxy", "01_proxy", "hiralign.proxy", upstream=("00_data",), outputs=("01_*",)),
     StageSpec("02_rgb_guides", "02_guides", "hiralign.guides.stage", upstream=("01_proxy",), outputs=("02_*",), schema=2),
     StageSpec("03_warp", "03_warp", "hiralign.warp.stage", upstream=("01_proxy", "02_rgb_guides"), outputs=("03_*",),

@@ -321,14 +321,35 @@ def project_root(start: Path | None = None) -> Path | None:
     return None
 
 
-def resolve_run_dir(run_dir: Path | str) -> Path:
-    """A relative ``run_dir`` is taken relative to the project root, so ``runs/demo`` names the same
-    folder from JupyterLab (cwd ``notebooks/``), from papermill in the repo root and from the CLI."""
-    path = Path(run_dir).expanduser()
+def write_text_atomic(path: Path | str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename: a reader
+    never sees a half-written file (the folder is created if needed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def project_path(path: Path | str) -> Path:
+    """A path as the project's parameters mean it: a relative one (a glob pattern too) is taken relative to
+    the project root, so ``runs/demo`` or ``../cave`` name the same place from JupyterLab (cwd
+    ``notebooks/``), from papermill in the repo root and from the CLI; outside a checkout, relative to the cwd."""
+    path = Path(path).expanduser()
     if path.is_absolute():
         return path
     root = project_root()
-    return (root / path) if root is not None else path.resolve()
+    return Path(os.path.normpath(root / path)) if root is not None else path.resolve()
+
+
+def resolve_run_dir(run_dir: Path | str) -> Path:
+    """The run folder: a relative ``run_dir`` is relative to the project root (:func:`project_path`)."""
+    return project_path(run_dir)
 
 
 class RunStore:

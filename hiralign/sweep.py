@@ -26,7 +26,7 @@ reach the notebooks as absolute paths.
 
 The measured effect of a variant is the per-seed difference ``method - baseline`` of the mean
 ``metric`` on ``split`` (``05_metrics.json``'s summary table). It is reported as the mean over seeds
-with a two-sided 95% Student-t interval (``scipy.stats.t``). The ``stage2_quality`` row of each run
+with a two-sided 95% Student-t interval (:func:`hiralign.statistics.t_interval`). The ``stage2_quality`` row of each run
 gives the x-axis of the figure.
 """
 from __future__ import annotations
@@ -47,6 +47,7 @@ from hiralign.report import Table, provenance, write_tables
 from hiralign.reproduce.collection import measured
 from hiralign.reproduce.planning import absolute_required
 from hiralign.reproduce.spec import deep_merge
+from hiralign.statistics import t_interval, verdict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 Log = Callable[[str], None]
@@ -179,43 +180,22 @@ def run_record(run: SweepRun, measure: Measure) -> dict[str, Any]:
             measure.baseline: base, "effect": value - base, **{c: q.get(c) for c in QUALITY_COLUMNS}}
 
 
-def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and two-sided Student-t ``level`` interval of ``values`` (NaN interval for a single value)."""
-    from scipy import stats
-
-    values = np.asarray(values, np.float64)
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, float("nan"), float("nan")
-    if np.ptp(values) == 0:  # every replicate agrees: the interval is the value itself
-        return mean, mean, mean
-    low, high = stats.t.interval(level, len(values) - 1, loc=mean, scale=stats.sem(values))
-    return mean, float(low), float(high)
-
-
 def aggregate(records: Sequence[dict], measure: Measure) -> list[dict[str, Any]]:
     """Per (target, variant): seeds, mean effect with its 95% t interval, and the mean quality columns."""
     rows = []
     for key in dict.fromkeys((r["target"], r["variant"]) for r in records):
         group = [r for r in records if (r["target"], r["variant"]) == key]
-        mean, low, high = t_interval([r["effect"] for r in group])
+        effect = t_interval([r["effect"] for r in group], what="seeds")
         row = {"target": key[0], "variant": key[1], "seeds": len(group),
                measure.method: float(np.mean([r[measure.method] for r in group])),
                measure.baseline: float(np.mean([r[measure.baseline] for r in group])),
-               "effect": mean, "ci_low": low, "ci_high": high,
-               "verdict": verdict(low, high)}
+               "effect": effect.mean, "ci_low": effect.low, "ci_high": effect.high,
+               "verdict": verdict([(effect.low, effect.high)]) if len(group) > 1 else "single run"}
         for c in QUALITY_COLUMNS:
             values = [r[c] for r in group if r.get(c) is not None]
             row[c] = float(np.mean(values)) if values else None
         rows.append(row)
     return rows
-
-
-def verdict(low: float, high: float) -> str:
-    """``better`` / ``worse`` when the 95% interval excludes 0, else ``not distinguishable``."""
-    if not np.isfinite(low):
-        return "single run"
-    return "better" if low > 0 else "worse" if high < 0 else "not distinguishable"
 
 
 def plot_sweep(rows: Sequence[dict], measure: Measure, title: str):

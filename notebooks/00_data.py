@@ -27,17 +27,22 @@
 #   embedded synthetic source unless `source_path` is given.
 #
 # The target is split into *observed* images (their degraded versions drive adaptation) and
-# *unobserved* ones (held out, Table X). Clean target images are used only for evaluation.
+# *unobserved* ones (held out, Table X); the two never share a pixel. With real scenes, `split`
+# decides how: `tiles` draws distinct tiles from all scenes, `scenes` gives every scene to one split
+# only, `auto` (default) uses `scenes` when there are at least two scenes and they can fill both splits.
+# `00_split.csv` in the run directory lists every image with its split, scene and position. Clean
+# target images are used only for evaluation.
 
 # %% tags=["parameters"]
-dataset: str = "synthetic"  # synthetic (embedded benchmark), or a file, folder or glob pattern of real target scenes
+dataset: str = "synthetic"  # synthetic (embedded benchmark), or a file, folder or glob of real target scenes (relative: to the project root)
 kind: str = ""  # loader for a real dataset: cave, icvl, kaist, hsidwrd or generic (empty: guess from path)
-source_path: str = ""  # optional file/folder of real source scenes, e.g. ICVL (empty: embedded synthetic source)
+source_path: str = ""  # optional file/folder of real source scenes, e.g. ICVL (empty: embedded synthetic source; relative: to the project root)
 image_size: int = 64  # spatial size (px) of every image (synthetic size, or tile size for real scenes)
 n_source_train: int = 24  # source-domain training images (pretraining)
 n_source_test: int = 6  # source-domain test images
 n_target_observed: int = 8  # target images whose degraded observations are used for adaptation
 n_target_unobserved: int = 8  # held-out target images (generalisation, Table X)
+split: str = "auto"  # real target only: tiles (distinct tiles of any scene), scenes (whole scenes per split) or auto (scenes if 2+ scenes fill both)
 seed: int = 0  # seed of every random choice (layouts, materials, splits)
 run_dir: str = "runs/demo"  # run directory (relative: to the project root); 00_data.h5 is written here
 force: bool = False  # rebuild even if 00_data.h5 is current (same parameters)

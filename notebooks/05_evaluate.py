@@ -21,7 +21,9 @@
 #   vs the comparison runs of notebook 04 (e.g. proxy-only, Table VI) and the clean-target
 #   **upper-bound** (Table XI) when it was trained; `input` is the observation itself;
 # * on the **observed**, **unobserved** and **total** target splits (Table X);
-# * PSNR / SSIM / SAM per image and their means; `d_*` = difference to source-only;
+# * PSNR / SSIM / SAM per image and their means with 95% intervals; `d_*` = difference to source-only;
+# * **paired comparisons** adapted - source-only and adapted - proxy-only (bootstrap interval, Wilcoxon
+#   p, verdict better / worse / not distinguishable at 95%);
 # * **sPr / sRec** (HSIGene Eq. 8, k = 10) of the synthesized HSIs of stage 2 against the clean target
 #   spectra, beside the proxies and the clean observed images as references;
 # * **stage-2 quality**: the guides' layout similarity to their proxies, their diversity and colour
@@ -30,7 +32,8 @@
 #
 # Inputs from `run_dir`: `01_proxy.h5`, `04_model*.safetensors` (`04_finetune.h5`), and `03_warp.h5`
 # / `00_data.h5` for the spectral table when present. Outputs: `05_metrics.json`, `.md`, `.csv`
-# (+ `05_metrics_per_image.csv`, `05_metrics_spectral_fidelity.csv`), each with provenance, and the
+# (+ `05_metrics_per_image.csv`, `05_metrics_paired.csv`, `05_metrics_spectral_fidelity.csv`), each with
+# provenance, and the
 # `05_evaluate.h5` record (the restorations the figures show), so a reloaded evaluation shows exactly
 # what a fresh one does.
 
@@ -57,6 +60,40 @@ from hiralign.stages import run_stage, stage_parameters
 
 evaluation = run_stage("05_evaluate", run_dir, stage_parameters(globals()), force=force)
 print(evaluation.markdown())
+
+# %% [markdown]
+# ## Paired comparisons: does HIR-ALIGN beat source-only and proxy-only?
+# Each model restores the same observations, so the comparison is paired: per image the difference
+# adapted minus baseline, its mean with a 95% bootstrap interval over the images (thick), the 95% t
+# interval over replicates when there are several (thin), and the Wilcoxon signed-rank p in the table
+# above. A filled marker is a difference distinguishable from zero at 95% (`docs/statistics.md`); one
+# run covers only the test images, not the training randomness.
+
+# %%
+tables = {t.name: t for t in evaluation.tables}
+if "paired" in tables:
+    fig = report.plot_paired(tables["paired"].records())
+    plt.show()
+else:
+    print("no paired comparison: this run has no adapted model beside source-only / proxy-only")
+
+# %% [markdown]
+# ## Over replicates
+# When this run is one replicate of `hiralign run PARAMS --replicates N` (its run_dir is `.../rep<k>`),
+# the same tables over every replicate evaluated so far, computed now from their `05_metrics.json`
+# (`hiralign run` writes them to `replicates.md` beside the replicates when all have finished).
+
+# %%
+from hiralign.replicates import aggregate, evaluated_replicates
+
+replicates = evaluated_replicates(run_dir)
+if len(replicates) >= 2:
+    over, _ = aggregate(replicates, seed=seed)
+    print("\n".join(t.to_markdown() for t in over))
+    fig = report.plot_paired(next(t for t in over if t.name == "paired").records())
+    plt.show()
+else:
+    print("a single run: no replicates beside it (hiralign run PARAMS --replicates 3)")
 
 # %% [markdown]
 # ## Stage 2: new layouts, target colours, plausible spectra?

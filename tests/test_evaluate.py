@@ -111,13 +111,24 @@ def test_discover_models_finds_source_and_every_stage3_model(evaluated):
 def test_evaluation_tables_have_the_right_rows_and_columns(evaluated):
     _, evaluation, _ = evaluated
     summary = evaluation.table("summary")
-    assert summary.columns == ["method", "training", "split", "n", "psnr", "ssim", "sam", "d_psnr", "d_ssim", "d_sam"]
+    assert summary.columns == ["method", "training", "split", "n", "replicates", "psnr", "psnr_low", "psnr_high", "ssim",
+                               "ssim_low", "ssim_high", "sam", "sam_low", "sam_high", "d_psnr", "d_ssim", "d_sam",
+                               "interval"]
     methods = ["input", "source-only", "adapted", "proxy-only", "upper-bound"]
     assert [(r["split"], r["method"]) for r in summary.records()] == [
         (s, m) for s in ("observed", "unobserved", "total") for m in methods]
     assert [r["n"] for r in summary.records()] == [3] * 5 + [2] * 5 + [5] * 5
     training = {r["method"]: r["training"] for r in summary.records()}
     assert training["adapted"].startswith("HIR-ALIGN, ratio 3:1") and "upper bound" in training["upper-bound"]
+    paired = evaluation.table("paired").records()  # the paper's two comparisons, per split and metric
+    assert [(r["comparison"], r["split"], r["metric"]) for r in paired] == [
+        (c, s, m) for c in ("adapted - source-only", "adapted - proxy-only") for s in ("observed", "unobserved", "total")
+        for m in ("psnr", "ssim", "sam")]
+    scores = {(r["method"], r["image"]): r["psnr"] for r in evaluation.table("per_image").records()}
+    total = next(r for r in paired if r["comparison"] == "adapted - source-only" and r["split"] == "total" and r["metric"] == "psnr")
+    names = {image for _, image in scores}
+    assert total["difference"] == pytest.approx(np.mean([scores["adapted", i] - scores["source-only", i] for i in names]))
+    assert total["n"] == 5 and total["replicates"] == 1 and total["over_replicates_low"] is None
     per_image = evaluation.table("per_image")
     assert len(per_image.rows) == 5 * 5 and per_image.columns == ["method", "split", "image", "psnr", "ssim", "sam"]
     fidelity = evaluation.table("spectral_fidelity").records()
@@ -146,7 +157,8 @@ def test_evaluation_numbers_agree_with_hiralign_metrics(evaluated):
 def test_metrics_files_carry_provenance(evaluated):
     run_dir, evaluation, paths = evaluated
     assert {p.name for p in paths.values()} == {"05_metrics.json", "05_metrics.md", "05_metrics.csv",
-                                                "05_metrics_per_image.csv", "05_metrics_spectral_fidelity.csv"}
+                                                "05_metrics_per_image.csv", "05_metrics_spectral_fidelity.csv",
+                                                "05_metrics_paired.csv"}
     payload = json.loads((run_dir / "05_metrics.json").read_text())
     prov = payload["provenance"]
     for key in ("params", "code_version", "dataset", "seed", "device", "wall_time_s", "created", "task", "models"):
@@ -161,9 +173,9 @@ def test_metrics_files_carry_provenance(evaluated):
     lines = (run_dir / "05_metrics.csv").read_text().splitlines()
     assert lines[0] == "# table: summary" and any(line.startswith("# code_version:") for line in lines)
     rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))
-    assert len(rows) == 15 and float(rows[2]["psnr"]) == pytest.approx(evaluation.table("summary").rows[2][4])
+    assert len(rows) == 15 and float(rows[2]["psnr"]) == pytest.approx(evaluation.table("summary").records()[2]["psnr"])
     md = (run_dir / "05_metrics.md").read_text()
-    assert "| method | training | split |" in md and "provenance" in md
+    assert "| method | training | split | n | replicates | psnr [95% CI] |" in md and "provenance" in md
     assert "per_image: see `05_metrics_per_image.csv`" in md
 
 

@@ -1,9 +1,11 @@
 """Table grids (hiralign.reproduce): parameter sets for Tables I-XI, the resumable grid runner, the
-SLURM path through submitit's local executor, the paper profile's dataset check, and the results.
+SLURM path through submitit's local executor, the paper profile's dataset check, replicates, and the
+results (means with 95% intervals, gains paired over images and replicates and judged at 95%).
 
 The grid mechanics run on six tiny stand-in notebooks (as in tests/test_pipeline.py) whose stage 05
 writes a ``05_metrics.json`` in the layout of :mod:`hiralign.evaluate`, so they take seconds; the
-real parameter files are checked against the real notebooks' papermill parameters.
+statistics of collection are tested on hand-written ``05_metrics.json`` files; the real parameter
+files are checked against the real notebooks' papermill parameters.
 """
 from __future__ import annotations
 
@@ -13,13 +15,17 @@ import shutil
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import papermill
 import pytest
 import yaml
+from scipy import stats
 
 from hiralign import reproduce as rp
 from hiralign.cli import main
-from hiralign.paper_numbers import direction_verdict, improvement, load_paper_numbers
+from hiralign.executors import RunJob, RunOutcome
+from hiralign.paper_numbers import agreement, improvement, load_paper_numbers, paper_direction
+from hiralign.replicates import replicate_dirs, replicate_seed
 from hiralign.stages import STAGES
 from stage_helpers import make_standin_notebooks
 
@@ -50,10 +56,11 @@ def test_paper_numbers_transcribed_for_every_table():
 def test_gain_direction_follows_each_metrics_sense():
     assert improvement(30.0, 31.0, "psnr") == 1.0
     assert improvement(10.0, 8.0, "sam") == 2.0  # a smaller angle is better
-    assert direction_verdict(0.5, 0.1) == "agrees"
-    assert direction_verdict(0.5, -0.1) == "DISAGREES"
-    assert direction_verdict(0.5, 0.0) == "DISAGREES"
-    assert direction_verdict(0.0, 1.0) == "paper tie"
+    assert [paper_direction(g) for g in (0.5, -0.1, 0.0)] == ["better", "worse", "tie"]
+    assert agreement("better", "better") == agreement("worse", "worse") == "agrees at 95%"
+    assert agreement("worse", "better") == agreement("better", "worse") == "contradicts at 95%"
+    assert agreement("not distinguishable", "better") == "not distinguishable"
+    assert agreement("better", "tie") == "paper tie"
 
 
 def test_table_names():
@@ -106,13 +113,13 @@ def test_every_table_expands_to_parameters_the_notebooks_declare():
             spec = rp.load_table(table, profile)
             problems = [p for e in spec.experiments for p in rp.validate(e, declared, paper[table])]
             assert not problems, "\n".join(problems)
-            runs = rp.plan(spec, "runs/reproduce")
-            names = [config["name"] for _, _, config in runs]
-            assert len(set(names)) == len(names)
-            for _, run_dir, config in runs:
-                for stage, params in config["stages"].items():
+            runs = rp.plan(spec, "runs/reproduce", replicates=2)
+            for key in (lambda r: r.config["name"], lambda r: r.name, lambda r: r.run_dir):
+                assert len({key(r) for r in runs}) == len(runs) == 2 * len(spec.experiments)
+            for run in runs:
+                for stage, params in run.config["stages"].items():
                     assert set(params) <= set(declared[stage]), (table, profile, stage)
-                assert config["stages"]["01_proxy"].get("task") or "task" not in declared["01_proxy"]
+                assert run.config["stages"]["01_proxy"].get("task") or "task" not in declared["01_proxy"]
 
 
 def test_paper_profile_without_datasets_fails_at_once_naming_paths(tmp_path):
@@ -138,18 +145,27 @@ def test_cli_paper_profile_reports_missing_datasets(capsys):
 
 
 #: Stage 05 of the stand-ins writes 05_metrics.json in the layout of hiralign.evaluate.write_metrics,
-#: its adapted scores offset by the `epochs` of stage 04 (the knob the three experiments turn).
+#: its adapted scores offset by the `epochs` of stage 04 (the knob the three experiments turn), the
+#: images spread around the means, and every score of a replicate (a derived seed) shifted a little.
 STANDIN_METRICS = """\
 import json
 from hiralign.store import read_params
 v = int(read_params(Path(run_dir, "04_finetune.h5"))["epochs"])
+jitter = 0.01 * (int(seed) % 5)  # seed 0 (a single run, replicate 0) adds nothing
+per_image = []
+for split, n in (("observed", 4), ("unobserved", 8)):
+    for i in range(n):
+        spread = 0.1 * (i - (n - 1) / 2)  # mean zero over a split
+        per_image.append(["source-only", split, f"{split}{i}", 30.0 + spread + jitter, 0.90, 10.0])
+        per_image.append(["adapted", split, f"{split}{i}", 30.0 + v + spread + jitter, 0.90 + 0.01 * v, 10.0 - v])
 rows = []
 for split in ("observed", "unobserved", "total"):
-    rows.append(["source-only", "", split, 2, 30.0, 0.90, 10.0])
-    rows.append(["adapted", "", split, 2, 30.0 + v, 0.90 + 0.01 * v, 10.0 - v])
+    rows.append(["source-only", "", split, 2, 30.0 + jitter, 0.90, 10.0])
+    rows.append(["adapted", "", split, 2, 30.0 + v + jitter, 0.90 + 0.01 * v, 10.0 - v])
 payload = {"provenance": {"device": device, "created": "2024-01-01T00:00:00+00:00",
                           "code_version": {"hiralign": "0.1.0", "git_commit": "abcdef0123456789"}},
-           "tables": {"summary": {"columns": ["method", "training", "split", "n", "psnr", "ssim", "sam"], "rows": rows}}}
+           "tables": {"summary": {"columns": ["method", "training", "split", "n", "psnr", "ssim", "sam"], "rows": rows},
+                      "per_image": {"columns": ["method", "split", "image", "psnr", "ssim", "sam"], "rows": per_image}}}
 Path(run_dir, "05_metrics.json").write_text(json.dumps(payload))
 """
 
@@ -243,11 +259,17 @@ def test_interrupted_grid_resumes_only_missing_runs_and_writes_tables(grid):
     assert sr["ours"] == "" and sr["status"].startswith("not reproduced") and float(sr["paper"]) == 37.38
 
     payload = json.loads((results / "table6.json").read_text())
-    verdicts = {(c["baseline"], c["metric"]): c["verdict"] for c in payload["comparisons"] if c["group"] == "Denoising"}
-    assert verdicts[("Proxy only", "psnr")] == "agrees"  # 31 -> 33, paper 37.39 -> 38.08
-    assert verdicts[("Generated only", "psnr")] == "DISAGREES"  # 34 -> 33, paper 38.04 -> 38.08
+    gains = {(c["baseline"], c["metric"]): c for c in payload["comparisons"] if c["group"] == "Denoising"}
+    # every image gains exactly the difference of the epochs: a constant shift over 8 unobserved images
+    assert gains[("Proxy only", "psnr")]["agreement"] == "agrees at 95%"  # 31 -> 33, paper 37.39 -> 38.08
+    assert gains[("Proxy only", "psnr")]["our_gain"] == pytest.approx(2.0) and gains[("Proxy only", "psnr")]["images"] == 8
+    assert gains[("Generated only", "psnr")]["agreement"] == "contradicts at 95%"  # 34 -> 33, paper 38.04 -> 38.08
+    assert gains[("Generated only", "sam")]["our_gain"] == pytest.approx(-1.0)  # SAM 6 -> 7: worse
+    assert rp.disagreements(payload) == [c for c in payload["comparisons"] if c["agreement"] == "contradicts at 95%"]
     md = (results / "table6.md").read_text()
-    assert "mini (synthetic stand-in)" in md and "**DISAGREES**" in md and "| Proxy only | T3SC -> spectral-cnn | 31.00 | 37.39" in md
+    assert "mini (synthetic stand-in)" in md and "**contradicts at 95%**" in md and "DISAGREES" not in md
+    assert "| Proxy only | T3SC -> spectral-cnn | 31.00 | 37.39" in md  # one replicate: the mean alone
+    assert "Replicates: 1 per experiment" in md and "training randomness" in md
 
 
 @pytest.mark.slow
@@ -273,7 +295,7 @@ def test_paper_profile_check_on_stand_in_grid(grid):
     rp.check_datasets(spec, {}, tmp)  # present now: no error
     runs = rp.plan(spec, tmp / "runs", kw["params_root"], kw["notebooks_dir"], data_root=tmp)
     # required paths reach the notebooks as absolute paths (they run in notebooks/)
-    assert runs[0][2]["stages"]["00_data"]["dataset"] == str(tmp / "data" / "cave")
+    assert runs[0].config["stages"]["00_data"]["dataset"] == str(tmp / "data" / "cave")
 
 
 def test_unknown_parameter_is_reported_with_its_file(grid):
@@ -295,6 +317,226 @@ def test_measured_reads_the_summary_means_not_per_image_rows():
     assert rp.measured(payload, "upper-bound", "unobserved") is None
 
 
+# ----------------------------------------------------------------------------- replicates and statistics
+
+
+def test_replicates_run_in_rep_folders_with_seeds_shared_across_experiments(grid):
+    kw, tmp, _ = grid
+    spec = rp.load_table("table6", "mini", kw["params_root"])
+    single = rp.plan(spec, tmp / "runs", kw["params_root"], kw["notebooks_dir"])
+    # N = 1: today's layout, one run per experiment in its own folder, named after the experiment
+    assert [(r.name, r.run_dir, r.replicate) for r in single] == [
+        (e.name, rp.run_directory(tmp / "runs", e), 0) for e in spec.experiments]
+    assert single[0].run_dir == (tmp / "runs" / "mini" / "table6" / "generated").resolve()
+    runs = rp.plan(spec, tmp / "runs", kw["params_root"], kw["notebooks_dir"], replicates=3)
+    assert [r.name for r in runs[:3]] == ["generated/rep0", "generated/rep1", "generated/rep2"]
+    assert [r.run_dir for r in runs[:3]] == replicate_dirs(single[0].run_dir, 3)
+    assert runs[1].run_dir == single[0].run_dir / "rep1" and runs[1].config["run_dir"] == str(runs[1].run_dir)
+    for run in runs:
+        stages = run.config["stages"]
+        assert "seed" not in stages.get("00_data", {})  # every replicate scores the same images
+        assert {stages[s]["seed"] for s in list(STAGES)[1:]} == {replicate_seed(0, run.replicate)}
+    assert replicate_seed(0, 0) == 0 and len({replicate_seed(0, k) for k in range(3)}) == 3
+    # replicate k of every experiment shares its seeds (and so its first stages): one leader per replicate
+    jobs = [RunJob(r.name, r.run_dir / "params.yaml", r.run_dir, kw["notebooks_dir"]) for r in runs]
+    leaders, followers = rp.leaders_first(jobs, {r.name: r.config for r in runs})
+    assert [j.name for j in leaders] == ["generated/rep0", "generated/rep1", "generated/rep2"]
+    assert len(followers) == 6
+    with pytest.raises(rp.ReproduceError, match="at least 1"):
+        rp.plan(spec, tmp / "runs", kw["params_root"], kw["notebooks_dir"], replicates=0)
+
+
+IMAGES = [f"u{i}" for i in range(8)]
+
+
+def fake_metrics(run_dir: Path, adapted: np.ndarray) -> None:
+    """The ``05_metrics.json`` of a run whose ``adapted`` method scored ``adapted`` (8 unobserved
+    images x PSNR, SSIM, SAM): its per-image rows and their summary means."""
+    per_image = [["adapted", "unobserved", name, *map(float, scores)] for name, scores in zip(IMAGES, adapted)]
+    summary = [["adapted", "", "unobserved", len(IMAGES), *map(float, adapted.mean(axis=0))]]
+    payload = {"provenance": {"device": "cpu", "created": "2024-01-01T00:00:00+00:00"},
+               "tables": {"per_image": {"columns": ["method", "split", "image", "psnr", "ssim", "sam"], "rows": per_image},
+                          "summary": {"columns": ["method", "training", "split", "n", "psnr", "ssim", "sam"], "rows": summary}}}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / rp.RESULT_FILE).write_text(json.dumps(payload))
+
+
+@pytest.fixture
+def faked(grid):
+    """table6 of the stand-in grid with hand-written results: ``write(scores)`` puts each experiment's
+    per-replicate scores (``{experiment: [(images, 3) array per replicate]}``) into its run folders and
+    returns the collected cells and comparisons."""
+    kw, tmp, _ = grid
+    spec = rp.load_table("table6", "mini", kw["params_root"])
+    paper = load_paper_numbers(kw["params_root"] / "paper_numbers.yaml")["table6"]
+    runs_root = tmp / "runs"
+
+    def write(scores: dict[str, list[np.ndarray]], outcomes: dict | None = None):
+        n = len(scores["proxy"])
+        for exp in spec.experiments:
+            for run_dir, adapted in zip(replicate_dirs(rp.run_directory(runs_root, exp), n), scores[exp.name]):
+                fake_metrics(run_dir, adapted)
+        cells = rp.collect(spec, paper, outcomes or {}, runs_root, n)
+        return cells, rp.compare(spec, paper, cells)
+
+    return spec, paper, runs_root, write
+
+
+def baseline_scores(replicates: int, seed: int = 0) -> list[np.ndarray]:
+    """Scores that differ between images and replicates: PSNR ~ 30, SSIM ~ 0.9, SAM ~ 8."""
+    rng = np.random.default_rng(seed)
+    return [rng.normal([30.0, 0.9, 8.0], [1.0, 0.02, 0.5], (len(IMAGES), 3)) for _ in range(replicates)]
+
+
+def cell_of(cells, row: str, metric: str) -> rp.CellResult:
+    return next(c for c in cells if (c.group, c.row, c.metric) == ("Denoising", row, metric))
+
+
+def gain_of(comparisons, baseline: str, metric: str) -> rp.Comparison:
+    return next(c for c in comparisons if (c.group, c.baseline, c.metric) == ("Denoising", baseline, metric))
+
+
+def test_cells_are_means_over_replicates_with_t_intervals(faked):
+    *_, write = faked
+    base = baseline_scores(3)
+    cells, _ = write({"proxy": base, "generated": base, "mixed": [b + 1.0 for b in base]})
+    for row, offset in (("Proxy only", 0.0), ("Proxy + Generated", 1.0)):
+        for j, metric in enumerate(("psnr", "ssim", "sam")):
+            means = [b[:, j].mean() + offset for b in base]
+            low, high = stats.t.interval(0.95, len(means) - 1, loc=np.mean(means), scale=stats.sem(means))
+            cell = cell_of(cells, row, metric)
+            assert cell.status == "measured" and cell.replicates == 3
+            assert cell.ours == pytest.approx(np.mean(means))
+            assert (cell.ci_low, cell.ci_high) == (pytest.approx(low), pytest.approx(high))
+
+
+def test_a_failed_or_missing_replicate_makes_the_cell_missing_naming_it(faked):
+    spec, paper, runs_root, write = faked
+    base = baseline_scores(3)
+    failed = {"mixed/rep1": RunOutcome("mixed/rep1", runs_root, ok=False, seconds=0.0, error="RuntimeError: boom")}
+    cells, comparisons = write({"proxy": base, "generated": base, "mixed": base}, failed)
+    mixed = cell_of(cells, "Proxy + Generated", "psnr")
+    assert mixed.ours is None and mixed.replicates == 0
+    assert mixed.status == "missing: replicate rep1 of 3: run failed (RuntimeError: boom)"
+    assert all(c.our_verdict == c.agreement == "not measured" and c.our_gain is None for c in comparisons)
+    proxy = next(e for e in spec.experiments if e.name == "proxy")
+    (rp.run_directory(runs_root, proxy) / "rep2" / rp.RESULT_FILE).unlink()
+    cells = rp.collect(spec, paper, {}, runs_root, 3)
+    assert cell_of(cells, "Proxy only", "sam").status == "missing: replicate rep2 of 3: not run"
+    assert cell_of(cells, "Proxy + Generated", "sam").status == "measured"
+
+
+def test_a_constant_shift_between_rows_is_its_own_interval_and_better(faked):
+    *_, write = faked
+    base = baseline_scores(3)
+    shift = np.array([0.5, 0.01, -0.2])  # PSNR, SSIM up; SAM down: better in every metric
+    mixed = [b + shift for b in base]
+    _, comparisons = write({"proxy": base, "mixed": mixed, "generated": [m + shift for m in mixed]})
+    for j, metric in enumerate(("psnr", "ssim", "sam")):
+        gain = gain_of(comparisons, "Proxy only", metric)  # Proxy only -> Proxy + Generated: the paper's way
+        assert gain.images == 8 and gain.replicates == 3
+        for value in (gain.our_gain, gain.gain_low, gain.gain_high, gain.replicate_low, gain.replicate_high):
+            assert value == pytest.approx(abs(shift[j]))  # an improvement, for SAM too
+        assert gain.p_value < 0.05 and gain.our_verdict == "better" and gain.agreement == "agrees at 95%"
+        # Generated only scores better still: the paper's gain of the mixture over it is contradicted
+        against = gain_of(comparisons, "Generated only", metric)
+        assert against.our_gain == pytest.approx(-abs(shift[j])) and against.our_verdict == "worse"
+        assert against.agreement == "contradicts at 95%"
+
+
+def test_identical_rows_are_not_distinguishable(faked):
+    *_, write = faked
+    base = baseline_scores(3)
+    _, comparisons = write({"proxy": baseline_scores(3, seed=1), "generated": base, "mixed": base})
+    for metric in ("psnr", "ssim", "sam"):
+        gain = gain_of(comparisons, "Generated only", metric)
+        assert gain.our_gain == 0.0 and gain.p_value == 1.0
+        assert gain.our_verdict == gain.agreement == "not distinguishable"
+    for gain in comparisons:  # Proxy only is other noise: a verdict only where every interval supports it
+        if gain.our_verdict in ("better", "worse"):
+            intervals = [(gain.gain_low, gain.gain_high), (gain.replicate_low, gain.replicate_high)]
+            assert gain.p_value < 0.05 and len({lo > 0 for lo, hi in intervals} | {hi > 0 for lo, hi in intervals}) == 1
+
+
+def test_results_show_intervals_replicates_and_contradictions(faked, tmp_path):
+    spec, paper, _, write = faked
+    base = baseline_scores(3)
+    mixed = [b + [0.5, 0.01, -0.2] for b in base]
+    cells, comparisons = write({"proxy": base, "mixed": mixed, "generated": [m + [0.5, 0.01, -0.2] for m in mixed]})
+    paths = rp.write_results(spec, paper, cells, comparisons, {}, tmp_path, replicates=3)
+    md = paths["md"].read_text()
+    psnr = cell_of(cells, "Proxy only", "psnr")
+    assert f"| Proxy only | T3SC -> spectral-cnn | {psnr.ours:.2f} ± {(psnr.ci_high - psnr.ci_low) / 2:.2f} | 37.39" in md
+    assert "Replicates: 3 per experiment" in md and "95% CI over replicates" in md
+    assert "| Denoising | Proxy only -> Proxy + Generated | PSNR | +0.69 | +0.50 [+0.50, +0.50] | [+0.50, +0.50] |" in md
+    assert "| better | agrees at 95% |" in md and "| worse | **contradicts at 95%** |" in md
+    assert "DISAGREES" not in md and "| agrees |" not in md
+    rows = {(r["row"], r["group"], r["metric"]): r for r in read_csv(paths["csv"])}
+    cell = rows[("Proxy only", "Denoising", "psnr")]
+    assert float(cell["ci_low"]) == pytest.approx(psnr.ci_low) and cell["replicates"] == "3"
+    gains = read_csv(paths["gains"])
+    assert tuple(gains[0]) == rp.GAIN_COLUMNS and {g["agreement"] for g in gains} >= {"agrees at 95%", "contradicts at 95%"}
+    results = rp.read_results(tmp_path, "table6")
+    assert results["replicates"] == 3
+    against = rp.disagreements(results)
+    assert {(c["baseline"], c["metric"]) for c in against} == {("Generated only", m) for m in ("psnr", "ssim", "sam")}
+    import matplotlib.pyplot as plt
+
+    rp.plot_gains(results, "sam")
+    rp.plot_rows(results, "psnr")
+    plt.close("all")
+
+
+def test_one_replicate_keeps_todays_folders_and_says_what_is_not_covered(faked, tmp_path):
+    spec, paper, runs_root, write = faked
+    base = baseline_scores(1)
+    cells, comparisons = write({"proxy": base, "generated": base, "mixed": [b + [0.5, 0.01, -0.2] for b in base]})
+    assert (runs_root / "mini" / "table6" / "proxy" / rp.RESULT_FILE).exists()
+    assert not list(runs_root.rglob("rep*"))
+    cell = cell_of(cells, "Proxy only", "psnr")
+    assert cell.replicates == 1 and cell.ci_low is None and cell.ours == pytest.approx(base[0][:, 0].mean())
+    gain = gain_of(comparisons, "Proxy only", "psnr")
+    assert gain.replicates == 1 and gain.replicate_low is None and gain.agreement == "agrees at 95%"
+    md = rp.render_markdown(spec, paper, cells, comparisons, {})
+    assert "±" not in md and "Replicates: 1 per experiment" in md and "training randomness" in md
+    assert "not covered" in md
+
+
+def test_cli_dry_run_prints_every_replicate(grid, capsys):
+    kw, tmp, _ = grid
+    args = ["reproduce", "table6", "--dry-run", "--params-root", str(kw["params_root"]), "--notebooks",
+            str(kw["notebooks_dir"]), "--runs-root", str(tmp / "runs")]
+    assert main(args + ["--replicates", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "# table6/proxy/rep1 [mini (synthetic stand-in)]" in out and str(tmp / "runs" / "mini" / "table6" / "proxy" / "rep1") in out
+    assert main(args + ["--replicates", "0"]) == 2
+    assert "at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_replicated_grid_shares_stages_per_replicate_and_reports_intervals(grid):
+    kw, tmp, _ = grid
+    runs, results = tmp / "runs", tmp / "results"
+    run = rp.reproduce("table6", "mini", runs_root=runs, results_dir=results, replicates=2, **kw)
+    assert run.ok, [o.error for o in run.outcomes]
+    outcome = {o.name: o for o in run.outcomes}
+    assert sorted(outcome) == [f"{e}/rep{k}" for e in ("generated", "mixed", "proxy") for k in (0, 1)]
+    assert outcome["generated/rep0"].ran == list(STAGES)  # the leader of replicate 0 computes everything
+    assert outcome["generated/rep1"].cached == ["00_data"]  # the data are the same in every replicate
+    assert outcome["generated/rep1"].ran == list(STAGES)[1:]  # its own seeds from stage 01 on
+    for name in ("mixed/rep0", "mixed/rep1", "proxy/rep0", "proxy/rep1"):
+        assert outcome[name].cached == list(STAGES)[:4] and outcome[name].ran == list(STAGES)[4:]
+    assert (runs / "mini" / "table6" / "proxy" / "rep1" / rp.RESULT_FILE).exists()
+    payload = rp.read_results(results, "table6")
+    cell = next(c for c in payload["cells"] if (c["row"], c["group"], c["metric"]) == ("Proxy only", "Denoising", "psnr"))
+    jitter = 0.01 * (replicate_seed(0, 1) % 5)  # replicate 1's shift in the stand-in's stage 05
+    assert cell["replicates"] == 2 and cell["ours"] == pytest.approx(31.0 + jitter / 2)
+    assert cell["ci_low"] <= cell["ours"] <= cell["ci_high"]
+    gain = next(c for c in payload["comparisons"] if (c["group"], c["baseline"], c["metric"]) == ("Denoising", "Proxy only", "psnr"))
+    assert gain["replicates"] == 2 and gain["our_gain"] == pytest.approx(2.0) and gain["agreement"] == "agrees at 95%"
+    assert "Replicates: 2 per experiment" in (results / "table6.md").read_text()
+
+
 # ----------------------------------------------------------------------------- notebook 06
 
 
@@ -308,7 +550,7 @@ def test_tables_notebook_renders_a_results_table(grid, tmp_path):
                                progress_bar=False, kernel_name="python3")
     text = "\n".join(str(o.get("text", o.get("data", {}).get("text/markdown", "")))
                      for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code" for o in c.outputs)
-    assert "DISAGREES" in text and "mini (synthetic stand-in)" in text
+    assert "contradicts at 95%" in text and "mini (synthetic stand-in)" in text
     assert (tmp / "results" / "table6_psnr.png").exists()
 
 

@@ -11,11 +11,10 @@ import json
 import numpy as np
 import pytest
 import yaml
-from scipy import stats
 
 from hiralign.cli import main
-from hiralign.sweep import (Measure, SweepError, aggregate, leaders_first, load_sweep, plan_runs,
-                            read_sweep_results, run_sweep, t_interval, verdict)
+from hiralign.statistics import t_interval
+from hiralign.sweep import Measure, SweepError, aggregate, leaders_first, load_sweep, plan_runs, read_sweep_results, run_sweep
 from stage_helpers import make_standin_notebooks
 
 #: Seed offsets of the stand-in effect: known mean 0 and spread across seeds 0 and 1.
@@ -77,8 +76,8 @@ def test_sweep_runs_shares_stages_skips_missing_targets_and_writes_known_effects
     effects = [dict(zip(result["tables"]["effects"]["columns"], r)) for r in result["tables"]["effects"]["rows"]]
     assert [(e["variant"], e["seeds"]) for e in effects] == [("one", 2), ("three", 2)]
     for e, knob in zip(effects, (1, 3)):
-        mean, low, high = t_interval([knob + o for o in OFFSETS])
-        assert e["effect"] == pytest.approx(knob) and (e["ci_low"], e["ci_high"]) == pytest.approx((low, high))
+        interval = t_interval([knob + o for o in OFFSETS])
+        assert e["effect"] == pytest.approx(knob) and (e["ci_low"], e["ci_high"]) == pytest.approx((interval.low, interval.high))
         assert e["between_guides"] == pytest.approx(knob / 10) and e["verdict"] == "better"
     assert paths["png"].stat().st_size > 1000 and "skipped_targets" in result["provenance"]
     rows, measure, title = read_sweep_results(paths["json"])  # what notebook 05 plots
@@ -89,18 +88,14 @@ def test_sweep_runs_shares_stages_skips_missing_targets_and_writes_known_effects
     assert (root / "one" / "seed0" / "05_metrics.json").stat().st_mtime_ns == before  # resumed: nothing reran
 
 
-def test_t_interval_and_verdicts_against_scipy():
-    values = [0.3, -0.1, 0.5, 0.2]
-    mean, low, high = t_interval(values)
-    ref = stats.t.interval(0.95, 3, loc=np.mean(values), scale=stats.sem(values))
-    assert mean == pytest.approx(np.mean(values)) and (low, high) == pytest.approx(ref)
-    assert t_interval([0.25, 0.25, 0.25]) == (0.25, 0.25, 0.25)  # a constant shift: the interval is the shift
-    same = t_interval([0.1, -0.1, 0.05, -0.05])  # identical methods up to noise: the interval holds 0
-    assert same[1] < 0 < same[2] and verdict(same[1], same[2]) == "not distinguishable"
-    assert verdict(-0.3, -0.1) == "worse" and verdict(0.1, 0.2) == "better" and verdict(float("nan"), float("nan")) == "single run"
+def test_sweep_aggregate_reports_the_seed_interval_and_verdict():
     rows = aggregate([{"target": "t", "variant": "v", "seed": s, "adapted": 31.0 + s, "proxy-only": 30.0 + s, "effect": 1.0,
                        "between_guides": 0.5} for s in range(3)], Measure())
     assert rows[0]["effect"] == 1.0 and rows[0]["ci_low"] == rows[0]["ci_high"] == 1.0 and rows[0]["adapted"] == 32.0
+    assert rows[0]["verdict"] == "better"
+    one = aggregate([{"target": "t", "variant": "v", "seed": 0, "adapted": 31.0, "proxy-only": 30.0, "effect": 1.0,
+                      "between_guides": 0.5}], Measure())
+    assert one[0]["verdict"] == "single run" and np.isnan(one[0]["ci_low"])
 
 
 def test_bad_sweep_files_are_reported(tmp_path):

@@ -1,5 +1,5 @@
-"""``hiralign reproduce TABLE... [--profile mini|paper] [--executor local|slurm]``: regenerate paper
-tables (:mod:`hiralign.reproduce`) and print each ``results/<table>.md``."""
+"""``hiralign reproduce TABLE... [--profile mini|paper] [--executor local|slurm] [--replicates N]``:
+regenerate paper tables (:mod:`hiralign.reproduce`) and print each ``results/<table>.md``."""
 from __future__ import annotations
 
 import argparse
@@ -22,6 +22,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="paper: full size on GPU with the real datasets; mini: CPU-sized on the synthetic stand-in")
     parser.add_argument("--executor", choices=EXECUTORS, default="local", help="local process pool or SLURM via submitit")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (local workers / SLURM array parallelism)")
+    parser.add_argument("--replicates", type=int, default=1, metavar="N",
+                        help="run every experiment N times with derived seeds (into <run>/rep0..rep<N-1>; default 1: "
+                             "one run, whose intervals cover the test images but not training randomness)")
     parser.add_argument("--runs-root", default=str(REPO_ROOT / "runs" / "reproduce"),
                         help="one run directory per experiment below it")
     parser.add_argument("--results-dir", default=str(REPO_ROOT / "results"), help="where <table>.md/.csv/.json go")
@@ -55,15 +58,16 @@ def handle(args: argparse.Namespace) -> int:
     if args.dry_run:
         for table in tables:
             spec = load_table(table, args.profile, args.params_root)
-            for exp, _, config in plan(spec, args.runs_root, args.params_root, args.notebooks):
-                print(f"# {table}/{exp.name} [{spec.profile_label}] {exp.our_model}")
-                print(yaml.safe_dump(config, sort_keys=False))
+            for run in plan(spec, args.runs_root, args.params_root, args.notebooks, replicates=args.replicates):
+                print(f"# {table}/{run.name} [{spec.profile_label}] {run.experiment.our_model}")
+                print(yaml.safe_dump(run.config, sort_keys=False))
         return 0
     slurm = {k: getattr(args, k) for k in SLURM_OPTIONS if getattr(args, k) is not None}
     status = 0
     for table in tables:
         run = reproduce(table, args.profile, args.executor, args.jobs, args.runs_root, args.results_dir,
-                        params_root=args.params_root, notebooks_dir=args.notebooks, force=args.force, slurm=slurm)
+                        params_root=args.params_root, notebooks_dir=args.notebooks, force=args.force, slurm=slurm,
+                        replicates=args.replicates)
         print("\n" + run.paths["md"].read_text())
         status = status or (0 if run.ok else 1)
     return status

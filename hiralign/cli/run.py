@@ -28,14 +28,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", help="stop after this stage (e.g. 03_warp)")
     parser.add_argument("--set", action="append", default=[], metavar="STAGE.PARAM=VALUE", help="override a parameter")
     parser.add_argument("--notebooks", default=str(REPO_ROOT / "notebooks"), help="folder of the numbered notebooks")
+    parser.add_argument("--replicates", type=int, metavar="N",
+                        help="run N replicates with derived seeds into RUN_DIR/rep0..rep<N-1> and report means with 95%% "
+                             "intervals and paired tests (default: the file's replicates key, else 1)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="replicates run at a time after the first (default 1; each then gets its share of the cores)")
     parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                         help="when another run holds the run folder, wait up to this long for it (default: stop at once)")
 
 
 def handle(args: argparse.Namespace) -> int:
     from hiralign.pipeline import load_config, run_pipeline
+    from hiralign.replicates import run_replicates
 
     config = load_config(args.params, overrides=parse_set(args.set))
+    replicates = config.replicates if args.replicates is None else args.replicates
+    if replicates < 1:
+        raise UsageError(f"--replicates must be >= 1, got {replicates}")
+    if replicates > 1:
+        if args.until:
+            raise UsageError("--until stops before the evaluation that replicates are compared on; run without it")
+        paths = run_replicates(config, replicates, args.notebooks, jobs=args.jobs, force=args.force)
+        print("\n" + paths["md"].read_text())
+        return 0
     run_dir = run_pipeline(config, notebooks_dir=args.notebooks, force=args.force, until=args.until, wait=args.wait)
     table = run_dir / "05_metrics.md"
     if table.exists():

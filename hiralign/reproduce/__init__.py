@@ -1,4 +1,5 @@
-"""Regenerate the paper's tables: ``hiralign reproduce TABLE [--profile mini|paper] [--executor local|slurm]``.
+"""Regenerate the paper's tables: ``hiralign reproduce TABLE [--profile mini|paper] [--executor local|slurm]
+[--replicates N]``.
 
 Each table of Section IV has a folder of experiment files under ``params/paper/``; every experiment
 runs through the notebook chain 00..05 (:func:`hiralign.pipeline.run_pipeline`) in its own run
@@ -23,9 +24,17 @@ For a profile ``P`` an experiment resolves as the deep merge (later wins) of
 Paths listed under ``requires`` are relative to the repository root; they are checked before
 anything runs and passed to the notebooks as absolute paths.
 
+Replicates: ``--replicates N`` runs every experiment N times, replicate ``k`` in ``<run_dir>/rep<k>``
+(``<run_dir>`` itself for N = 1) with the derived seeds of :mod:`hiralign.replicates`, the same for
+replicate ``k`` of every experiment, so two rows of a table pair by (replicate, image). A cell is the
+mean over replicates with its 95% t interval; each gain the table compares is paired over images and
+replicates and judged at 95% (:mod:`hiralign.statistics`, docs/statistics.md).
+
 Resuming: a run directory keeps its stages' artifacts; running a table again executes only what
 is missing or out of date. Runs that share their first stages share them through the pipeline's
-stage cache (``<runs_root>/<profile>/stage-cache``), and one run per shared prefix goes first.
+stage cache (``<runs_root>/<profile>/stage-cache``), and one run per shared prefix (and replicate)
+goes first.
+
 Modules
 -------
 :mod:`~hiralign.reproduce.spec` (parameter files -> :class:`TableSpec`), :mod:`~hiralign.reproduce.planning`
@@ -36,11 +45,13 @@ command line is :mod:`hiralign.cli.reproduce`.
 """
 from __future__ import annotations
 
-from hiralign.reproduce.collection import CellResult, Comparison, collect, compare, measured
+from hiralign.reproduce.collection import CellResult, Comparison, collect, compare, measured, paired_gain, row_records
 from hiralign.reproduce.grid import TableRun, reproduce
 from hiralign.reproduce.planning import (
+    PlannedRun,
     check_datasets,
     declared_parameters,
+    job_name,
     leaders_first,
     missing_datasets,
     pipeline_config,
@@ -52,6 +63,7 @@ from hiralign.reproduce.planning import (
 )
 from hiralign.reproduce.render import (
     CSV_COLUMNS,
+    GAIN_COLUMNS,
     disagreements,
     plot_gains,
     plot_rows,
@@ -84,11 +96,11 @@ from hiralign.reproduce.spec import (
 )
 
 __all__ = [
-    "CSV_COLUMNS", "Cell", "CellResult", "Comparison", "DEFAULTS_FILE", "Experiment", "INJECTED_KEYS", "Log",
-    "MissingDatasetError", "NOTEBOOKS_DIR", "PARAMS_ROOT", "PROFILES", "REPO_ROOT", "RESULT_FILE", "ROMAN",
-    "ReproduceError", "SHARED_PREFIX", "TABLE_FILE", "TableRun", "TableSpec", "check_datasets", "collect",
-    "compare", "declared_parameters", "deep_merge", "disagreements", "leaders_first", "list_tables",
-    "load_experiment", "load_table", "measured", "missing_datasets", "pipeline_config", "plan", "plot_gains",
-    "plot_rows", "read_results", "render_markdown", "reproduce", "run_directory", "shared_prefix_key",
-    "stage_overrides", "table_name", "validate", "write_results",
+    "CSV_COLUMNS", "Cell", "CellResult", "Comparison", "DEFAULTS_FILE", "Experiment", "GAIN_COLUMNS", "INJECTED_KEYS",
+    "Log", "MissingDatasetError", "NOTEBOOKS_DIR", "PARAMS_ROOT", "PROFILES", "PlannedRun", "REPO_ROOT", "RESULT_FILE",
+    "ROMAN", "ReproduceError", "SHARED_PREFIX", "TABLE_FILE", "TableRun", "TableSpec", "check_datasets", "collect",
+    "compare", "declared_parameters", "deep_merge", "disagreements", "job_name", "leaders_first", "list_tables",
+    "load_experiment", "load_table", "measured", "missing_datasets", "paired_gain", "pipeline_config", "plan",
+    "plot_gains", "plot_rows", "read_results", "render_markdown", "reproduce", "row_records", "run_directory",
+    "shared_prefix_key", "stage_overrides", "table_name", "validate", "write_results",
 ]

@@ -1,5 +1,5 @@
-"""The grid: :func:`reproduce` runs every experiment of a table (resumable, local or SLURM) and
-writes its results."""
+"""The grid: :func:`reproduce` runs every experiment of a table, once or as replicates (resumable,
+local or SLURM), and writes its results."""
 from __future__ import annotations
 
 import os
@@ -9,14 +9,30 @@ from pathlib import Path
 
 import yaml
 
-from hiralign.executors import EXECUTORS, RunJob, RunOutcome, SlurmSettings, run_local, run_slurm
+from hiralign.executors import (
+    EXECUTORS,
+    RunJob,
+    RunOutcome,
+    SlurmSettings,
+    run_local,
+    run_slurm,
+)
 from hiralign.paper_numbers import load_paper_numbers
 from hiralign.pipeline import PipelineError, load_config, validate_config
 from hiralign.reproduce.collection import collect, compare
 from hiralign.reproduce.planning import check_datasets, leaders_first, plan
-from hiralign.reproduce.render import _write_atomic, write_results
-from hiralign.reproduce.spec import (DEFAULTS_FILE, NOTEBOOKS_DIR, PARAMS_ROOT, REPO_ROOT, Log, ReproduceError,
-                                     _read_yaml, load_table)
+from hiralign.reproduce.render import write_results
+from hiralign.reproduce.spec import (
+    DEFAULTS_FILE,
+    NOTEBOOKS_DIR,
+    PARAMS_ROOT,
+    REPO_ROOT,
+    Log,
+    ReproduceError,
+    _read_yaml,
+    load_table,
+)
+from hiralign.store import write_text_atomic
 
 
 @dataclass
@@ -37,40 +53,47 @@ def reproduce(table: str, profile: str = "mini", executor: str = "local", jobs: 
               runs_root: Path | str = "runs/reproduce", results_dir: Path | str = "results", *,
               params_root: Path | str = PARAMS_ROOT, notebooks_dir: Path | str = NOTEBOOKS_DIR,
               force: bool = False, slurm: dict | None = None, data_root: Path | str = REPO_ROOT,
-              log: Log = print) -> TableRun:
-    """Run every experiment of ``table`` (resumable) and write ``results_dir/<table>.{md,csv,json}``.
+              replicates: int = 1, log: Log = print) -> TableRun:
+    """Run every experiment of ``table`` ``replicates`` times (resumable) and write
+    ``results_dir/<table>.{md,csv,json}``.
 
     ``executor="local"`` runs ``jobs`` runs at a time on this machine; ``"slurm"`` submits one
     submitit job per run (``slurm``: :class:`hiralign.executors.SlurmSettings` fields overriding the
     profile's ``slurm`` defaults, e.g. ``{"cluster": "local"}``). Required dataset paths are relative
     to ``data_root`` (the repository root); they are checked first and a missing one raises
-    :class:`MissingDatasetError` at once, before anything runs.
+    :class:`MissingDatasetError` at once, before anything runs. Replicate ``k`` of an experiment runs in
+    ``hiralign.replicates.replicate_dirs(run_dir, replicates)[k]`` (``run_dir`` itself for one) with
+    the seeds of replicate ``k`` (:func:`~hiralign.reproduce.planning.plan`); runs of one replicate
+    that share their first stages share them (:func:`leaders_first`).
     """
     if executor not in EXECUTORS:
         raise ReproduceError(f"unknown executor {executor!r}; choose one of {EXECUTORS}")
     start = time.perf_counter()
     spec = load_table(table, profile, params_root)
     check_datasets(spec, _read_yaml(Path(params_root) / DEFAULTS_FILE), Path(data_root))  # before anything else
-    runs = plan(spec, runs_root, params_root, notebooks_dir, data_root)
+    runs = plan(spec, runs_root, params_root, notebooks_dir, data_root, replicates)
     paper = load_paper_numbers(Path(params_root) / "paper_numbers.yaml")[spec.table]
     runs_root = Path(runs_root).resolve()
     cache_dir = runs_root / profile / "stage-cache"
     threads = max(1, (os.cpu_count() or 1) // jobs) if executor == "local" and jobs > 1 else None
     job_list, configs = [], {}
-    for exp, run_dir, config in runs:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config_path = run_dir / "params.yaml"
-        header = (f"# {spec.table} / {exp.name} [{exp.profile_label}] resolved from {exp.path}\n"
-                  f"# paper backbone -> ours: {exp.our_model}; {exp.mapping}\n")
-        _write_atomic(config_path, header + yaml.safe_dump(config, sort_keys=False))
-        job_list.append(RunJob(exp.name, config_path, run_dir, Path(notebooks_dir).resolve(), cache_dir, threads, force))
-        configs[exp.name] = config
-    for exp, job in zip((e for e, _, _ in runs), job_list):  # every stage parameter of every run, before any runs
+    for run in runs:
+        exp = run.experiment
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        config_path = run.run_dir / "params.yaml"
+        header = (f"# {spec.table} / {run.name} [{exp.profile_label}] resolved from {exp.path}\n"
+                  f"# paper backbone -> ours: {exp.our_model}; {exp.mapping}\n"
+                  + (f"# replicate {run.replicate} of {replicates} (seeds: hiralign.replicates)\n" if replicates > 1 else ""))
+        write_text_atomic(config_path, header + yaml.safe_dump(run.config, sort_keys=False))
+        job_list.append(RunJob(run.name, config_path, run.run_dir, Path(notebooks_dir).resolve(), cache_dir, threads, force))
+        configs[run.name] = run.config
+    for run, job in zip(runs, job_list):  # every stage parameter of every run, before any runs
         try:
             validate_config(load_config(job.config), notebooks_dir)
         except PipelineError as err:
-            raise ReproduceError(f"{exp.path} [{exp.profile}]: {err}") from err
-    log(f"{spec.table} [{spec.profile_label}]: {len(job_list)} run(s) under {runs_root / profile / spec.table}")
+            raise ReproduceError(f"{run.experiment.path} [{run.experiment.profile}]: {err}") from err
+    log(f"{spec.table} [{spec.profile_label}]: {len(job_list)} run(s) ({replicates} replicate(s) per experiment) "
+        f"under {runs_root / profile / spec.table}")
     outcomes: list[RunOutcome] = []
     for phase in leaders_first(job_list, configs):
         if executor == "local":
@@ -80,9 +103,9 @@ def reproduce(table: str, profile: str = "mini", executor: str = "local", jobs: 
             settings.setdefault("folder", runs_root / profile / spec.table / "submitit")
             outcomes += run_slurm(phase, SlurmSettings(**settings), log)
     by_name = {o.name: o for o in outcomes}
-    cells = collect(spec, paper, by_name, runs_root)
+    cells = collect(spec, paper, by_name, runs_root, replicates)
     comparisons = compare(spec, paper, cells)
-    paths = write_results(spec, paper, cells, comparisons, by_name, results_dir)
+    paths = write_results(spec, paper, cells, comparisons, by_name, results_dir, replicates)
     result = TableRun(spec.table, outcomes, paths, time.perf_counter() - start)
     failed = [o.name for o in outcomes if not o.ok]
     log(f"{spec.table}: wrote {paths['md']} and {paths['csv']} in {result.seconds:.0f} s"

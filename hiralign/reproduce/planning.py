@@ -1,10 +1,11 @@
 """From a :class:`~hiralign.reproduce.spec.TableSpec` to runs: stage parameters per notebook,
-validation against the notebooks' parameters, run directories, the dataset check, and the order in
-which runs sharing their first stages go (:func:`leaders_first`)."""
+validation against the notebooks' parameters, run directories (one per replicate), the dataset
+check, and the order in which runs sharing their first stages go (:func:`leaders_first`)."""
 from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -12,6 +13,7 @@ from hiralign.executors import RunJob
 from hiralign.paper_numbers import PaperTable, load_paper_numbers
 from hiralign.pipeline import STAGES
 from hiralign.pipeline import declared_parameters as notebook_parameters
+from hiralign.replicates import replicate_dirs, replicate_stages
 from hiralign.reproduce.spec import (INJECTED_KEYS, NOTEBOOKS_DIR, PARAMS_ROOT, REPO_ROOT, SHARED_PREFIX, Experiment,
                                      MissingDatasetError, ReproduceError, TableSpec)
 
@@ -68,14 +70,32 @@ def validate(exp: Experiment, declared: dict[str, dict[str, Any]], paper: PaperT
     return problems
 
 
-def pipeline_config(exp: Experiment, run_dir: Path, stages: dict[str, dict]) -> dict:
-    """The parameter file :func:`hiralign.pipeline.load_config` reads for this run."""
-    return {"name": f"{exp.table}-{exp.name}-{exp.profile}", "run_dir": str(run_dir), **exp.shared,
-            "stages": {s: v for s, v in stages.items() if v}}
+def pipeline_config(exp: Experiment, run_dir: Path, stages: dict[str, dict], suffix: str = "") -> dict:
+    """The parameter file :func:`hiralign.pipeline.load_config` reads for this run (``suffix`` of its
+    name: the replicate, e.g. ``rep1``)."""
+    return {"name": f"{exp.table}-{exp.name}-{exp.profile}" + (f"-{suffix}" if suffix else ""), "run_dir": str(run_dir),
+            **exp.shared, "stages": {s: v for s, v in stages.items() if v}}
 
 
 def run_directory(runs_root: Path | str, exp: Experiment) -> Path:
+    """The experiment's run folder (with several replicates, the folder holding ``rep0``, ``rep1``, ...)."""
     return (Path(runs_root) / exp.profile / exp.table / exp.name).resolve()
+
+
+def job_name(exp: Experiment, k: int, replicates: int) -> str:
+    """The job of replicate ``k``: the experiment's name for a single run, else ``<experiment>/rep<k>``."""
+    return exp.name if replicates == 1 else f"{exp.name}/rep{k}"
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """Replicate ``replicate`` of ``experiment``: its job name, run folder and pipeline parameter file."""
+
+    experiment: Experiment
+    replicate: int
+    name: str
+    run_dir: Path
+    config: dict
 
 
 def missing_datasets(spec: TableSpec, repo_root: Path = REPO_ROOT) -> list[tuple[str, str]]:
@@ -123,9 +143,15 @@ def leaders_first(jobs: Sequence[RunJob], configs: dict[str, dict]) -> list[list
 
 
 def plan(spec: TableSpec, runs_root: Path | str = "runs/reproduce", params_root: Path | str = PARAMS_ROOT,
-         notebooks_dir: Path | str = NOTEBOOKS_DIR, data_root: Path | str = REPO_ROOT) -> list[tuple[Experiment, Path, dict]]:
-    """Per experiment of ``spec``: its run directory and the pipeline parameter file it will run.
-    Raises :class:`ReproduceError` listing every parameter that no notebook declares."""
+         notebooks_dir: Path | str = NOTEBOOKS_DIR, data_root: Path | str = REPO_ROOT,
+         replicates: int = 1) -> list[PlannedRun]:
+    """Per experiment of ``spec`` and replicate ``k`` < ``replicates``: the run folder
+    (:func:`hiralign.replicates.replicate_dirs`) and the pipeline parameter file, whose stage seeds are
+    those of :func:`hiralign.replicates.replicate_stages` (the same for replicate ``k`` of every
+    experiment, so the experiments pair by replicate and image). Raises :class:`ReproduceError`
+    listing every parameter that no notebook declares."""
+    if replicates < 1:
+        raise ReproduceError(f"--replicates must be at least 1, got {replicates}")
     declared = declared_parameters(notebooks_dir)
     missing_nb = [s for s in STAGES if s not in declared]
     if missing_nb:
@@ -136,6 +162,10 @@ def plan(spec: TableSpec, runs_root: Path | str = "runs/reproduce", params_root:
         raise ReproduceError("\n".join(problems))
     runs = []
     for exp in spec.experiments:
-        run_dir = run_directory(runs_root, exp)
-        runs.append((exp, run_dir, pipeline_config(exp, run_dir, stage_overrides(exp, declared, Path(data_root)))))
+        stages = stage_overrides(exp, declared, Path(data_root))
+        seed = int(exp.shared.get("seed", 0))
+        for k, run_dir in enumerate(replicate_dirs(run_directory(runs_root, exp), replicates)):
+            suffix = f"rep{k}" if replicates > 1 else ""
+            config = pipeline_config(exp, run_dir, replicate_stages(stages, seed, k), suffix)
+            runs.append(PlannedRun(exp, k, job_name(exp, k, replicates), run_dir, config))
     return runs
