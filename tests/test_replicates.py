@@ -17,7 +17,9 @@ from hiralign.pipeline import PipelineError, load_config
 from hiralign.replicates import read_aggregate, replicate_config, replicate_dirs, replicate_seed
 from hiralign.stages import STAGES
 from hiralign.store import read_params
-from stage_helpers import make_standin_notebooks
+from stage_helpers import NOTEBOOKS, make_standin_notebooks
+
+REPO = NOTEBOOKS.parent
 
 IMAGES = 6
 
@@ -106,3 +108,21 @@ def test_replicates_refuse_until(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump({"name": "demo", "run_dir": str(tmp_path / "r")}))
     assert main(["run", str(path), "--replicates", "2", "--until", "03_warp"]) == 2
+
+
+def test_the_real_target_profile_without_its_scenes_stops_at_once_naming_the_folder(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    first = REPO / "runs" / "cave-real" / "rep0" / "params.yaml"
+    before = first.stat().st_mtime_ns if first.exists() else None
+    status = main(["run", str(REPO / "params" / "cave-real.yaml"), "--set", f"00_data.dataset={missing}/cave_*.mat"])
+    err = capsys.readouterr().err
+    assert status == 2 and str(missing) in err and "<scene>_ms folders of 16-bit band PNGs, or .mat files" in err
+    assert "nothing was run" in err and "params/cave-real.yaml" in err
+    assert (first.stat().st_mtime_ns if first.exists() else None) == before  # no replicate folder was written
+
+
+def test_the_real_target_profiles_are_replicated_real_cave_runs():
+    for name, task in (("cave-real", "denoise-gaussian"), ("cave-real-sr", "sr-x4")):
+        config = load_config(REPO / "params" / f"{name}.yaml")
+        assert config.replicates == 3 and config.stages["01_proxy"]["task"] == task
+        assert config.stages["00_data"]["kind"] == "cave" and config.stages["00_data"]["split"] == "auto"
