@@ -25,10 +25,10 @@ import numpy as np
 import yaml
 
 from hiralign.errors import UserError
-from hiralign.pipeline import RunConfig, load_config, validate_config
+from hiralign.pipeline import RunConfig, validate_config
 from hiralign.report import Table, provenance, write_tables
 from hiralign.stages import STAGES
-from hiralign.store import resolve_run_dir
+from hiralign.store import resolve_run_dir, write_text_atomic
 
 STEM = "replicates"
 Log = Callable[[str], None]
@@ -78,11 +78,10 @@ def replicate_config(config: RunConfig, k: int, n: int) -> RunConfig:
 def write_config(config: RunConfig, note: str) -> Path:
     """``<run_dir>/params.yaml``: the resolved parameter file of one replicate (what it ran)."""
     run_dir = resolve_run_dir(config.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "params.yaml"
     body = {"name": config.name, "run_dir": str(run_dir), **config.shared,
             "stages": {s: v for s, v in config.stages.items() if v}}
-    path.write_text(f"# {note}\n" + yaml.safe_dump(body, sort_keys=False))
+    write_text_atomic(path, f"# {note}\n" + yaml.safe_dump(body, sort_keys=False))
     return path
 
 
@@ -96,14 +95,13 @@ def run_replicates(config: RunConfig, n: int, notebooks_dir: Path | str, jobs: i
 
     if n < 2:
         raise ValueError(f"run_replicates needs at least 2 replicates, got {n}")
-    validate_config(config, notebooks_dir)  # the file itself first: nothing is written for a bad file
+    validate_config(config, notebooks_dir)  # once, before anything is written: the replicates differ only in seeds
     run_dir = resolve_run_dir(config.run_dir)
     configs = [replicate_config(config, k, n) for k in range(n)]
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None  # per replicate, when they share the CPU
     job_list = []
     for k, rep in enumerate(configs):
         path = write_config(rep, f"replicate {k} of {n} of {config.source or config.name} (seeds: hiralign.replicates)")
-        validate_config(load_config(path), notebooks_dir)  # every replicate's parameters before any runs
         job_list.append(RunJob(f"rep{k}", path, resolve_run_dir(rep.run_dir), Path(notebooks_dir).resolve(),
                                run_dir / "stage-cache", threads, force))
     log(f"{config.name}: {n} replicates under {run_dir} (seeds {[replicate_seed(int(config.shared.get('seed', 0)), k) for k in range(n)]})")
