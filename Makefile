@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e '.[dev]'
+	# Test-only reference: HSIR's noise transforms (tests/test_degrade.py loads its noise module alone;
+	# the package's own dependencies would replace torch, so they are not installed).
+	$(PY) -m pip install -q --no-deps hsir==0.1.1
 	touch $@
 
 env: $(STAMP) $(JUPYTER_HOOK) git-hygiene

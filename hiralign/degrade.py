@@ -9,6 +9,12 @@ Noise constants follow the widely used QRNN3D / HSIR simulation code (see ``docs
 0.3, inpainting ratio 0.9) follow the paper. Outputs are float32 and are NOT clipped to [0, 1]
 unless ``clip=True`` is passed (every operator accepts it).
 
+The sparse noises follow HSIR's ``hsir/data/transform/noise.py`` (identical to QRNN3D's
+``utility/dataset.py``): ``impulse``, ``stripe`` and ``deadline`` each hit ``floor(B / 3)`` random
+bands (``AddNoiseImpulse`` / ``AddNoiseStripe`` / ``AddNoiseDeadline``); ``complex`` is the test-time
+mixture (``AddNoiseNoniid`` then ``AddNoiseComplex``); ``complex-train`` is HSIR's complex TRAINING
+transform (``complex_loader_train``: non-i.i.d. Gaussian plus at most one sparse noise per sample).
+
 Example::
 
     noisy = apply("complex", cube, seed=3)   # Cube in -> Cube out
@@ -38,6 +44,9 @@ NONIID_SIGMAS = (10 / 255, 30 / 255, 50 / 255, 70 / 255)  # AddNoiseNoniid([10, 
 IMPULSE_AMOUNTS = (0.1, 0.3, 0.5, 0.7)  # _AddNoiseImpulse([0.1, 0.3, 0.5, 0.7]), salt-vs-pepper 0.5
 COLUMN_FRACTION = (0.05, 0.15)  # _AddNoiseStripe / _AddNoiseDeadline(0.05, 0.15)
 STRIPE_MAX_OFFSET = 0.25  # stripe offsets U(0, 1) * 0.5 - 0.25
+BAND_FRACTION = 1 / 3  # AddNoiseMixed num_bands=[1/3]: each sparse noise hits floor(B / 3) bands
+#: The per-sample choices of ``complex-train``, in the order of HSIR's complex_loader_train.
+SPARSE_NOISES = ("none", "impulse", "stripe", "deadline")
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,10 +136,16 @@ def apply(name: str, cube: Cube | np.ndarray, seed: int = 0, **params: Any) -> C
 # ----------------------------------------------------------------------------------------- helpers
 
 
-def _resolve_bands(bands: Sequence[int] | None, n_bands: int) -> np.ndarray:
-    """Band indices to corrupt: all bands for ``None``, else the given distinct indices."""
+def _random_bands(rng: np.random.Generator, n_bands: int) -> np.ndarray:
+    """``floor(B / 3)`` distinct bands drawn at random (sorted), as HSIR's ``AddNoiseMixed`` with
+    ``num_bands=[1/3]``: the first ``floor(num_band * B)`` entries of a random band permutation."""
+    return np.sort(rng.permutation(n_bands)[: int(np.floor(BAND_FRACTION * n_bands))])
+
+
+def _resolve_bands(bands: Sequence[int] | None, n_bands: int, rng: np.random.Generator) -> np.ndarray:
+    """Band indices to corrupt: ``floor(B / 3)`` random bands for ``None``, else the given distinct indices."""
     if bands is None:
-        return np.arange(n_bands)
+        return _random_bands(rng, n_bands)
     idx = np.asarray(bands, dtype=np.int64).reshape(-1)
     if idx.size and (idx.min() < 0 or idx.max() >= n_bands):
         raise ValueError(f"band indices {idx.tolist()} out of range for {n_bands} bands")
@@ -139,13 +154,21 @@ def _resolve_bands(bands: Sequence[int] | None, n_bands: int) -> np.ndarray:
     return idx
 
 
-def _column_count_range(width: int, fraction: tuple[float, float]) -> tuple[int, int]:
-    """Inclusive range of corrupted column counts: ``ceil(lo * W) .. floor(hi * W)``, at least one column."""
+def _column_count_range(width: int, fraction: tuple[float, float], rounding: Callable[[float], float],
+                        what: str) -> tuple[int, int]:
+    """HSIR's range ``[low, high)`` of corrupted column counts, ``high`` exclusive (numpy ``randint``):
+    ``low = rounding(lo * W)``, ``high = rounding(hi * W)``. HSIR rounds with ``np.floor`` for stripes
+    (``_AddNoiseStripe``: 3..8 columns at W = 64) and ``np.ceil`` for deadlines (``_AddNoiseDeadline``:
+    4..9 at W = 64); a count of 0 is possible on narrow cubes, an empty range is an error."""
     lo, hi = fraction
-    if not 0.0 <= lo <= hi <= 1.0:
-        raise ValueError(f"column_fraction must satisfy 0 <= lo <= hi <= 1; got {fraction}")
-    n_lo = min(width, max(1, int(np.ceil(lo * width))))
-    return n_lo, max(n_lo, int(np.floor(hi * width)))
+    if not 0.0 <= lo < hi <= 1.0:
+        raise ValueError(f"column_fraction must satisfy 0 <= lo < hi <= 1; got {fraction}")
+    low, high = int(rounding(lo * width)), int(rounding(hi * width))
+    if high <= low:
+        raise ValueError(f"{what}: width {width} is too narrow for column_fraction {fraction}: the column count "
+                         f"{rounding.__name__}({lo} W) .. {rounding.__name__}({hi} W) - 1 = {low} .. {high - 1} is "
+                         "empty (HSIR's randint range); use a wider cube (W >= 7 for the defaults)")
+    return low, high
 
 
 def _check_sigma(sigma: float, what: str = "sigma") -> float:
@@ -186,17 +209,19 @@ def _add_impulse(x, rng, bands, amounts, salt_vs_pepper) -> dict:
             "salt_vs_pepper": salt_vs_pepper}
 
 
-def _random_columns(rng: np.random.Generator, width: int, fraction: tuple[float, float]) -> np.ndarray:
-    n_lo, n_hi = _column_count_range(width, fraction)
-    return np.sort(rng.permutation(width)[: rng.integers(n_lo, n_hi + 1)])
+def _random_columns(rng: np.random.Generator, width: int, count_range: tuple[int, int]) -> np.ndarray:
+    """A count drawn uniformly from ``[low, high)``, then that many distinct random columns (sorted)."""
+    return np.sort(rng.permutation(width)[: rng.integers(*count_range)])
 
 
 def _add_stripes(x, rng, bands, column_fraction, max_offset) -> dict:
-    """On each band of ``bands``, a random 5-15% of columns get an additive offset U(-m, m)."""
+    """On each band of ``bands``, ``floor(0.05 W) .. floor(0.15 W) - 1`` random columns get an additive
+    offset U(-m, m) (HSIR subtracts ``U(0, 1) * 0.5 - 0.25``: the same distribution)."""
     max_offset = _check_sigma(max_offset, "max_offset")
+    count_range = _column_count_range(x.shape[2], column_fraction, np.floor, "stripe")
     columns, offsets = [], []
     for b in bands:
-        cols = _random_columns(rng, x.shape[2], column_fraction)
+        cols = _random_columns(rng, x.shape[2], count_range)
         shift = rng.uniform(-max_offset, max_offset, cols.size)
         x[b][:, cols] += shift.astype(np.float32)[None, :]
         columns.append(cols)
@@ -206,10 +231,12 @@ def _add_stripes(x, rng, bands, column_fraction, max_offset) -> dict:
 
 
 def _add_deadlines(x, rng, bands, column_fraction) -> dict:
-    """On each band of ``bands``, a random 5-15% of columns are set to 0 (dead detector lines)."""
+    """On each band of ``bands``, ``ceil(0.05 W) .. ceil(0.15 W) - 1`` random columns are set to 0
+    (dead detector lines)."""
+    count_range = _column_count_range(x.shape[2], column_fraction, np.ceil, "deadline")
     columns = []
     for b in bands:
-        cols = _random_columns(rng, x.shape[2], column_fraction)
+        cols = _random_columns(rng, x.shape[2], count_range)
         x[b][:, cols] = 0.0
         columns.append(cols)
     return {"bands": bands, "columns": columns, "column_fraction": column_fraction}
@@ -290,46 +317,53 @@ def _gaussian_noniid(x, rng, sigmas: Sequence[float] = NONIID_SIGMAS):
 @register("impulse")
 def _impulse(x, rng, bands: Sequence[int] | None = None, amounts: Sequence[float] = IMPULSE_AMOUNTS,
              salt_vs_pepper: float = 0.5):
-    """Salt-and-pepper noise: on each chosen band a fraction ``amount`` of pixels is replaced, half by
-    1 (salt) and half by 0 (pepper); ``amount`` is drawn per band from ``amounts``.
+    """Salt-and-pepper noise (HSIR AddNoiseImpulse): on each chosen band every pixel is corrupted with
+    probability ``amount``, and a corrupted pixel becomes 1 (salt) with probability ``salt_vs_pepper``,
+    else 0 (pepper); ``amount`` is drawn per band from ``amounts``.
 
-    bands: indices to corrupt (default all). amounts: default {0.1, 0.3, 0.5, 0.7} (QRNN3D
-    _AddNoiseImpulse). salt_vs_pepper: probability a corrupted pixel is salt (default 0.5).
-    info: ``bands``, ``band_amounts`` (one per corrupted band), ``amounts``, ``salt_vs_pepper``.
+    bands: indices to corrupt; default ``floor(B / 3)`` bands drawn at random per call (HSIR
+    AddNoiseMixed, num_bands 1/3). amounts: default {0.1, 0.3, 0.5, 0.7} (_AddNoiseImpulse).
+    salt_vs_pepper: default 0.5. info: ``bands``, ``band_amounts`` (one per corrupted band),
+    ``amounts``, ``salt_vs_pepper``.
     """
-    return x, _add_impulse(x, rng, _resolve_bands(bands, x.shape[0]), amounts, salt_vs_pepper)
+    return x, _add_impulse(x, rng, _resolve_bands(bands, x.shape[0], rng), amounts, salt_vs_pepper)
 
 
 @register("stripe")
 def _stripe(x, rng, bands: Sequence[int] | None = None, column_fraction: tuple[float, float] = COLUMN_FRACTION,
             max_offset: float = STRIPE_MAX_OFFSET):
-    """Stripe noise: on each chosen band, ``ceil(0.05 W) .. floor(0.15 W)`` random columns (at least
-    one) each get an additive constant offset drawn from U(-max_offset, max_offset).
+    """Stripe noise (HSIR AddNoiseStripe): on each chosen band, ``n`` random columns each get an
+    additive constant offset drawn from U(-max_offset, max_offset); ``n`` is drawn per band uniformly
+    from ``floor(lo W) .. floor(hi W) - 1`` (numpy ``randint(floor(lo W), floor(hi W))``; 3..8 at W = 64).
 
-    bands: indices to corrupt (default all). column_fraction: (0.05, 0.15), max_offset: 0.25
-    (QRNN3D _AddNoiseStripe). info: ``bands``, ``columns`` and ``offsets`` (one array per band).
+    bands: indices to corrupt; default ``floor(B / 3)`` bands drawn at random per call (HSIR
+    AddNoiseMixed, num_bands 1/3). column_fraction (lo, hi): (0.05, 0.15), max_offset: 0.25
+    (_AddNoiseStripe). info: ``bands``, ``columns`` and ``offsets`` (one array per band).
     Not clipped unless clip=True.
     """
-    return x, _add_stripes(x, rng, _resolve_bands(bands, x.shape[0]), column_fraction, max_offset)
+    return x, _add_stripes(x, rng, _resolve_bands(bands, x.shape[0], rng), column_fraction, max_offset)
 
 
 @register("deadline")
 def _deadline(x, rng, bands: Sequence[int] | None = None, column_fraction: tuple[float, float] = COLUMN_FRACTION):
-    """Deadline noise: on each chosen band, ``ceil(0.05 W) .. floor(0.15 W)`` random columns (at least
-    one) are set to 0.
+    """Deadline noise (HSIR AddNoiseDeadline): on each chosen band, ``n`` random columns are set to 0;
+    ``n`` is drawn per band uniformly from ``ceil(lo W) .. ceil(hi W) - 1`` (numpy
+    ``randint(ceil(lo W), ceil(hi W))``; HSIR rounds UP here, unlike stripes: 4..9 at W = 64).
 
-    bands: indices to corrupt (default all). column_fraction: (0.05, 0.15) (QRNN3D
-    _AddNoiseDeadline). info: ``bands``, ``columns`` (one array per band).
+    bands: indices to corrupt; default ``floor(B / 3)`` bands drawn at random per call (HSIR
+    AddNoiseMixed, num_bands 1/3). column_fraction (lo, hi): (0.05, 0.15) (_AddNoiseDeadline).
+    info: ``bands``, ``columns`` (one array per band).
     """
-    return x, _add_deadlines(x, rng, _resolve_bands(bands, x.shape[0]), column_fraction)
+    return x, _add_deadlines(x, rng, _resolve_bands(bands, x.shape[0], rng), column_fraction)
 
 
 @register("complex")
 def _complex(x, rng, sigmas: Sequence[float] = NONIID_SIGMAS, amounts: Sequence[float] = IMPULSE_AMOUNTS,
              column_fraction: tuple[float, float] = COLUMN_FRACTION, max_offset: float = STRIPE_MAX_OFFSET):
-    """Complex (mixture) noise, QRNN3D AddNoiseNoniid followed by AddNoiseComplex: non-i.i.d.
-    Gaussian noise on all bands, then stripe, deadline and impulse noise, each on its own disjoint
-    set of ``floor(B / 3)`` bands taken from one random permutation of the bands.
+    """Complex (mixture) noise, the TEST-time case: HSIR AddNoiseNoniid followed by AddNoiseComplex:
+    non-i.i.d. Gaussian noise on all bands, then stripe, deadline and impulse noise, each on its own
+    disjoint set of ``floor(B / 3)`` bands (consecutive thirds of one random band permutation), with
+    the column counts of ``stripe`` and ``deadline``. Training uses ``complex-train``.
 
     Parameters as in ``gaussian-noniid``, ``impulse`` (salt-vs-pepper 0.5), ``stripe`` and ``deadline``.
     info: ``sigma`` per band (B,); ``stripe_bands``/``stripe_columns``/``stripe_offsets``,
@@ -338,7 +372,7 @@ def _complex(x, rng, sigmas: Sequence[float] = NONIID_SIGMAS, amounts: Sequence[
     """
     sigma_per_band = _noniid_sigmas(rng, x.shape[0], sigmas)
     _add_gaussian(x, rng, sigma_per_band)
-    third = x.shape[0] // 3
+    third = int(np.floor(BAND_FRACTION * x.shape[0]))
     order = rng.permutation(x.shape[0])
     stripe_bands, deadline_bands, impulse_bands = (np.sort(order[i * third : (i + 1) * third]) for i in range(3))
     stripe = _add_stripes(x, rng, stripe_bands, column_fraction, max_offset)
@@ -351,6 +385,37 @@ def _complex(x, rng, sigmas: Sequence[float] = NONIID_SIGMAS, amounts: Sequence[
         "impulse_bands": impulse_bands, "impulse_amounts": impulse["band_amounts"], "amounts": tuple(amounts),
         "column_fraction": column_fraction, "max_offset": max_offset,
     }
+
+
+@register("complex-train")
+def _complex_train(x, rng, sigmas: Sequence[float] = NONIID_SIGMAS, amounts: Sequence[float] = IMPULSE_AMOUNTS,
+                   column_fraction: tuple[float, float] = COLUMN_FRACTION, max_offset: float = STRIPE_MAX_OFFSET):
+    """Complex noise as HSIR draws it for TRAINING (``complex_loader_train``, also QRNN3D's
+    ``hsi_denoising_complex.py``): non-i.i.d. Gaussian noise on all bands, then ONE of
+    ``SPARSE_NOISES`` = (none, impulse, stripe, deadline), each with probability 1/4, on ``floor(B / 3)``
+    random bands, exactly as the ``impulse`` / ``stripe`` / ``deadline`` operators. HSIR cycles through
+    the four in turn (``SequentialSelect``) over a shuffled data set; this seeded operator draws the
+    choice per call instead: the same 1/4 frequencies. The test observations use ``complex``.
+
+    Parameters as in ``complex``. info: ``sigma`` per band (B,), ``sparse_noise`` (the choice) and,
+    under the key names of ``complex``, the chosen noise's bands and draws (e.g. ``stripe_bands``,
+    ``stripe_columns``, ``stripe_offsets``). Not clipped unless clip=True.
+    """
+    sigma_per_band = _noniid_sigmas(rng, x.shape[0], sigmas)
+    _add_gaussian(x, rng, sigma_per_band)
+    sparse = SPARSE_NOISES[int(rng.integers(len(SPARSE_NOISES)))]
+    info = {"sigma": sigma_per_band, "sigmas": tuple(sigmas), "sparse_noise": sparse, "amounts": tuple(amounts),
+            "column_fraction": column_fraction, "max_offset": max_offset}
+    if sparse == "impulse":
+        impulse = _add_impulse(x, rng, _random_bands(rng, x.shape[0]), amounts, 0.5)
+        info.update(impulse_bands=impulse["bands"], impulse_amounts=impulse["band_amounts"])
+    elif sparse == "stripe":
+        stripe = _add_stripes(x, rng, _random_bands(rng, x.shape[0]), column_fraction, max_offset)
+        info.update(stripe_bands=stripe["bands"], stripe_columns=stripe["columns"], stripe_offsets=stripe["offsets"])
+    elif sparse == "deadline":
+        deadline = _add_deadlines(x, rng, _random_bands(rng, x.shape[0]), column_fraction)
+        info.update(deadline_bands=deadline["bands"], deadline_columns=deadline["columns"])
+    return x, info
 
 
 @register("sr-bicubic")

@@ -154,21 +154,22 @@ def epoch_schedule(n_images: int, n_guides: int, composition: str = "mixed", rat
 @dataclass
 class AlignedPair(Pair):
     """A :class:`hiralign.train.Pair` that remembers where it came from: ``degraded`` is the task
-    operator applied to ``clean`` (the target ``ref``) with seed ``seed``; ``info`` is the
-    degradation info (sigma, mask, scale ...)."""
+    operator (its training operator for finetuning pairs) applied to ``clean`` (the target ``ref``)
+    with seed ``seed``; ``info`` is the degradation info (sigma, mask, scale ...)."""
 
     ref: SampleRef = SampleRef(PROXY, 0)
     seed: int = 0
     info: dict = field(default_factory=dict)
 
 
-def make_pair(target: np.ndarray, task: str | Task, ref: SampleRef, seed: int) -> AlignedPair:
-    """``(D(target), target)`` with the task operator ``D`` seeded by ``seed`` (Eq. 27 / 28)."""
+def make_pair(target: np.ndarray, task: str | Task, ref: SampleRef, seed: int, training: bool = False) -> AlignedPair:
+    """``(D(target), target)`` with the task operator ``D`` seeded by ``seed`` (Eq. 27 / 28);
+    ``training=True`` for a finetuning pair (the task's training degradation, :meth:`Task.degrade`)."""
     task = get_task(task)
     target = np.ascontiguousarray(target, dtype=np.float32)
     if target.shape[1] % task.scale or target.shape[2] % task.scale:
         raise ValueError(f"target size {target.shape[1:]} must be divisible by the {task.name} scale {task.scale}")
-    observed = task.degrade(target, seed=seed)
+    observed = task.degrade(target, seed=seed, training=training)
     extra = task.extra_inputs(observed.info, observed.data.shape)
     return AlignedPair(observed.data, target, extra, ref=ref, seed=seed, info=observed.info)
 
@@ -248,11 +249,11 @@ class AlignedPairs:
     def pair(self, epoch: int, index: int) -> AlignedPair:
         """Pair ``index`` of ``epoch``, rebuilt exactly from its seed."""
         ref = self.schedule(epoch)[index]
-        return make_pair(self.target(ref), self.task, ref, pair_seed(self.seed, epoch, index))
+        return make_pair(self.target(ref), self.task, ref, pair_seed(self.seed, epoch, index), training=True)
 
     def epoch(self, epoch: int) -> list[AlignedPair]:
         """All pairs of ``epoch`` (degradations re-drawn per epoch)."""
-        return [make_pair(self.target(ref), self.task, ref, pair_seed(self.seed, epoch, i))
+        return [make_pair(self.target(ref), self.task, ref, pair_seed(self.seed, epoch, i), training=True)
                 for i, ref in enumerate(self.schedule(epoch))]
 
     __call__ = epoch

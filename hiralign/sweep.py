@@ -139,7 +139,7 @@ def plan_runs(sweep: Sweep, runs_root: Path | str, repo_root: Path = REPO_ROOT) 
     for target in sweep.targets:
         for variant, overrides in sweep.variants.items():
             stages = deep_merge(deep_merge(deep_merge(sweep.base.get("stages") or {}, sweep.stages), target.stages), overrides)
-            stages = absolute_required(stages, target.requires, repo_root)
+            stages = absolute_required(stages, target.requires, repo_root / "data", repo_root)
             for seed in sweep.seeds:
                 run_dir = (Path(runs_root) / sweep.name / target.name / variant / f"seed{seed}").resolve()
                 config = {**sweep.base, "name": f"{sweep.name}-{target.name}-{variant}-seed{seed}", "run_dir": str(run_dir),

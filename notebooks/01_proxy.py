@@ -32,7 +32,7 @@
 # %% tags=["parameters"]
 task: str = "denoise-gaussian"  # restoration task: denoise-gaussian, denoise-complex, sr-x4, deblur, bandmiss, inpaint
 backbone: str = ""  # registered backbone (hiralign.restorers.names()); empty: the checkpoint's, or the task's CPU default
-checkpoint: str = ""  # source-model checkpoint (.safetensors); empty: the committed demo checkpoint, else pretrain here
+checkpoint: str = ""  # source-model checkpoint (.safetensors); empty: the committed demo checkpoint for the synthetic source, else pretrain here
 observed: str = "all"  # which target_observed images are observed (anchors for stage 2): all, or indices such as 0,1,2
 tile: int = 128  # inference tile (px of the observation); larger observations are restored tile by tile with overlap (0: whole images)
 pretrain_epochs: int = 10  # epochs (50 steps each) if no checkpoint fits and the source model is pretrained here

@@ -1,6 +1,6 @@
 """Stage 00: splits from the synthetic benchmark or real scenes, the 00_data.h5 round trip, the split
-modes and 00_split.csv, path resolution, bad input, and notebook 00 executed headless by papermill on
-tiny parameters."""
+modes (split lists among them) and 00_split.csv, path resolution, bad input, wavelength grids that
+differ, and notebook 00 executed headless by papermill on tiny parameters."""
 from __future__ import annotations
 
 import csv
@@ -8,14 +8,19 @@ import json
 import os
 from pathlib import Path
 
+import h5py
 import numpy as np
 import papermill
 import pytest
 import scipy.io
+import tifffile
 
-from hiralign.data import CubeError, DatasetError
+from hiralign.data import Cube, CubeError, DatasetError
+from hiralign.data import band_grids, tiling
 from hiralign.data import stage as data_stage
-from hiralign.stages import run_stage
+from hiralign.data.loaders import load_icvl
+from hiralign.data.splits import get_split
+from hiralign.stages import ParameterError, run_stage
 from hiralign.store import ArtifactError, RunStore, canonical_params, project_path, resolve_run_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,7 +96,7 @@ def test_real_target_tiles_from_cave_scene(cave_path):
 @pytest.mark.parametrize("split", ["tiles", "scenes"])
 def test_a_glob_pattern_picks_the_cave_scenes_and_the_splits_never_share_a_pixel(cave_path, split):
     pattern = cave_path.parent / "cave_*.mat"
-    files = data_stage.scene_files(pattern)
+    files = tiling.scene_files(pattern)
     assert [f.name for f in files] == sorted(f.name for f in cave_path.parent.glob("cave_*.mat")) and len(files) == 3
     bench = data_stage.build_splits(**{**TINY, "dataset": str(pattern), "kind": "cave", "image_size": 64,
                                        "n_target_observed": 8, "n_target_unobserved": 8, "split": split})
@@ -104,7 +109,7 @@ def test_a_glob_pattern_picks_the_cave_scenes_and_the_splits_never_share_a_pixel
         assert not {r["scene"] for r in observed} & {r["scene"] for r in unobserved}
     assert {c.name.split("@")[0] for c in bench.target_observed + bench.target_unobserved} > {"cave_balloons_ms_256"}
     with pytest.raises(DatasetError, match="matches no scene files"):
-        data_stage.scene_files(cave_path.parent / "kaist_*.mat")
+        tiling.scene_files(cave_path.parent / "kaist_*.mat")
 
 
 @pytest.mark.parametrize("split", ["tiles", "scenes"])
@@ -173,11 +178,11 @@ def test_missing_scenes_name_the_folder_and_what_to_put_there(tmp_path):
         assert "<scene>_ms folders of 16-bit band PNGs" in message and "--set 00_data.dataset=PATH" in message
     missing.mkdir(parents=True)
     with pytest.raises(DatasetError, match=rf"matches no scene files .* in {missing}\. Put the scenes in {missing}:"):
-        data_stage.scene_files(missing / "kaist_*.mat")
+        tiling.scene_files(missing / "kaist_*.mat")
     with pytest.raises(DatasetError, match=r"--set 00_data\.source_path=PATH"):
         data_stage.check({"source_path": str(missing)})
     with pytest.raises(DatasetError, match=f"Put the scenes in {REPO.parent / 'no-such-data'}:"):
-        data_stage.scene_files("../no-such-data/cave_*.mat")  # relative: the folder beside the repository
+        tiling.scene_files("../no-such-data/cave_*.mat")  # relative: the folder beside the repository
 
 
 @pytest.mark.parametrize("cwd", [".", "notebooks", "hiralign/data"])
@@ -187,7 +192,7 @@ def test_a_relative_dataset_path_resolves_against_the_project_root_from_any_cwd(
     monkeypatch.chdir(REPO / cwd)
     assert project_path("../shared/data/cave_*.mat") == REPO.parent / "shared" / "data" / "cave_*.mat"
     assert resolve_run_dir("runs/demo") == REPO / "runs" / "demo"
-    assert data_stage.scene_files(f"{relative}/*.mat") == sorted((tmp_path / "scenes").glob("*.mat"))
+    assert tiling.scene_files(f"{relative}/*.mat") == sorted((tmp_path / "scenes").glob("*.mat"))
     rows, _ = run_tiny_stage(tmp_path / "run", Path(relative))
     assert {r["scene"] for r in target_rows(rows, "observed") + target_rows(rows, "unobserved")} == {"scene0_ms", "scene1_ms"}
 
@@ -226,3 +231,221 @@ def test_explorer_figure_marks_pixel_and_spectrum():
     line = fig.axes[1].lines[0]
     np.testing.assert_allclose(line.get_ydata(), cube.data[:, 3, 4])
     np.testing.assert_allclose(line.get_xdata(), cube.wavelengths)
+
+
+# ----------------------------------------------------------------------------- split lists, band grids, wavelengths
+
+CAVE_SCENES = get_split("cave", "all")
+
+
+def write_cave_scenes(folder: Path, names: list[str], side: int = 16) -> dict[str, np.ndarray]:
+    """Tiny CAVE ``<scene>.mat`` files (``Omsi`` uint16 (H, W, 31)) named as the split lists name them;
+    returns each scene's (B, H, W) cube in [0, 1]."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(2)
+    scenes = {}
+    for name in names:
+        raw = rng.integers(0, 65536, (side, side, 31), dtype=np.uint16)
+        scipy.io.savemat(folder / f"{name}.mat", {"Omsi": raw})
+        scenes[name] = raw.transpose(2, 0, 1).astype(np.float32) / 65535.0
+    return scenes
+
+
+def write_icvl(folder: Path, names: list[str], bands: np.ndarray, side: int = 16) -> None:
+    """Tiny ICVL scenes ``<scene>.mat``: MATLAB v7.3 (HDF5, arrays stored column-major) with ``rad``
+    (H, W, B) radiance and ``bands``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(3)
+    for name in names:
+        with h5py.File(folder / f"{name}.mat", "w", userblock_size=512) as f:
+            for key, value in (("rad", rng.random((side, side, bands.size)) * 9.0), ("bands", bands.reshape(1, -1))):
+                f.create_dataset(key, data=value.transpose()).attrs["MATLAB_class"] = np.bytes_("double")
+        with open(folder / f"{name}.mat", "r+b") as f:
+            f.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64, HDF5 schema 1.00 .")
+
+
+def write_list(path: Path, names: list[str]) -> Path:
+    path.write_text("# a scene list\n" + "".join(f"{n}  # scene {i}\n" for i, n in enumerate(names)) + "\n")
+    return path
+
+
+def list_params(folder: Path, **params) -> dict:
+    return {**TINY, "dataset": str(folder), "kind": "cave", "image_size": 8, "split": "lists",
+            "n_target_observed": 0, "n_target_unobserved": 0, **params}
+
+
+def test_lists_mode_puts_exactly_the_listed_scenes_tiles_in_each_split(tmp_path):
+    scenes = write_cave_scenes(tmp_path / "cave", CAVE_SCENES)  # 4 tiles of 8 px each
+    rows, data = run_tiny_stage(tmp_path / "run", tmp_path / "cave", **list_params(
+        tmp_path / "cave", kind="", observed_scenes="cave/train", unobserved_scenes="cave/test"))
+    observed, unobserved = target_rows(rows, "observed"), target_rows(rows, "unobserved")
+    train, test = get_split("cave", "train"), get_split("cave", "test")
+    assert len(observed) == 4 * len(train) and len(unobserved) == 4 * len(test)  # counts 0: every tile
+    assert [r["scene"] for r in observed[::4]] == train and [r["scene"] for r in unobserved[::4]] == test
+    for r, cube in zip(observed + unobserved, np.concatenate([data["target_observed"]["cubes"], data["target_unobserved"]["cubes"]])):
+        top, left = int(r["top"]), int(r["left"])
+        np.testing.assert_array_equal(cube, scenes[r["scene"]][:, top : top + 8, left : left + 8])
+    bench = json.loads(data["benchmark"])
+    assert bench["split"] == "lists" and "band_grid" not in bench
+    assert bench["scene_lists"]["target_observed"] == {"parameter": "observed_scenes", "list": "cave/train",
+                                                       "kind": "cave", "scenes": train}
+    assert bench["scene_lists"]["target_unobserved"]["scenes"] == test
+
+
+def test_lists_mode_draws_n_tiles_seeded_and_an_unlisted_split_from_the_other_scenes(tmp_path, monkeypatch):
+    names = [f"scene{i}_ms" for i in range(5)]
+    write_cave_scenes(tmp_path / "cave", names)
+    listed = write_list(tmp_path / "observed.txt", names[:3])
+    relative = os.path.relpath(listed, REPO)  # relative to the project root, from any cwd
+    monkeypatch.chdir(REPO / "notebooks")
+    params = list_params(tmp_path / "cave", observed_scenes=relative, n_target_observed=5, n_target_unobserved=3)
+    bench = data_stage.build_splits(**params)
+    again = data_stage.build_splits(**params)
+    assert [c.name for c in bench.target_observed] == [c.name for c in again.target_observed]  # seeded
+    assert len(bench.target_observed) == 5 and len({c.name for c in bench.target_observed}) == 5
+    assert {c.meta["scene"] for c in bench.target_observed} <= set(names[:3])
+    assert len(bench.target_unobserved) == 3 and {c.meta["scene"] for c in bench.target_unobserved} <= set(names[3:])
+    assert bench.params["scene_lists"]["target_observed"]["scenes"] == names[:3]
+    with pytest.raises(DatasetError, match=r"n_target_observed=13, but the 3 scene\(s\) of observed_scenes .* hold only 12 tiles of 8x8"):
+        data_stage.build_splits(**{**params, "n_target_observed": 13})
+
+
+def test_scene_list_parameters_are_checked(tmp_path):
+    write_cave_scenes(tmp_path / "cave", CAVE_SCENES[:3])
+    write_list(tmp_path / "shared.txt", [CAVE_SCENES[5], CAVE_SCENES[1]])
+    check = lambda **p: data_stage.check(list_params(tmp_path / "cave", **p))  # noqa: E731
+    with pytest.raises(ParameterError, match=rf"observed_scenes \(cave/train\) and unobserved_scenes .* share 2 scene\(s\): "
+                                             rf"{CAVE_SCENES[1]}, {CAVE_SCENES[5]}; a scene serves one split only"):
+        check(observed_scenes="cave/train", unobserved_scenes=str(tmp_path / "shared.txt"))
+    with pytest.raises(ParameterError, match=r"split=lists needs observed_scenes"):
+        check()
+    with pytest.raises(ParameterError, match=r"observed_scenes is set, but split is 'auto'; set split=lists"):
+        check(observed_scenes="cave/train", split="auto", n_target_observed=1)
+    with pytest.raises(ParameterError, match=r"source_train_scenes is set, but source_path is empty"):
+        check(observed_scenes="cave/train", source_train_scenes="icvl/train")
+    with pytest.raises(ParameterError, match=r"observed_scenes must be a split reference <dataset>/<split> \(one of .*cave/train"):
+        check(observed_scenes="cave/training")
+    with pytest.raises(ParameterError, match=r"kind is 'kaist', but observed_scenes names cave scenes"):
+        check(observed_scenes="cave/train", kind="kaist")
+    with pytest.raises(ParameterError, match=r"n_target_observed must be >= 1"):
+        data_stage.check({**TINY, "n_target_observed": 0})  # 0 means every tile only with split=lists
+    with pytest.raises(DatasetError, match="no such scene-list file"):
+        check(observed_scenes=str(tmp_path / "none.txt"))
+
+
+def test_check_names_every_missing_listed_scene_in_one_error(tmp_path):
+    present = CAVE_SCENES[:3]
+    write_cave_scenes(tmp_path / "cave", present)
+    write_icvl(tmp_path / "icvl", ["scene_a", "scene_b"], np.arange(400.0, 701.0, 10.0))
+    write_list(tmp_path / "source.txt", ["scene_a", "lost_1", "lost_2"])
+    params = list_params(tmp_path / "cave", observed_scenes="cave/train", unobserved_scenes="cave/test",
+                         source_path=str(tmp_path / "icvl"), source_train_scenes=str(tmp_path / "source.txt"))
+    with pytest.raises(DatasetError) as err:
+        data_stage.check(params)  # what `hiralign run` calls before any stage runs
+    message = str(err.value)
+    missing = [s for s in CAVE_SCENES if s not in present]
+    assert message.startswith(f"00_data: {len(missing) + 2} listed scene(s) not found:")
+    assert f"observed_scenes (cave/train), 17 of 20 missing in {tmp_path / 'cave'}: " + ", ".join(missing[:17]) in message
+    assert f"unobserved_scenes (cave/test), 12 of 12 missing in {tmp_path / 'cave'}: " + ", ".join(missing[17:]) in message
+    assert f"2 of 3 missing in {tmp_path / 'icvl'}: lost_1, lost_2" in message
+    assert f"{tmp_path / 'cave'}/<scene>/ or <scene>.mat (cave)" in message and "docs/datasets.md" in message
+    data_stage.check({**params, "observed_scenes": write_list(tmp_path / "obs.txt", present[:2]).as_posix(),
+                      "unobserved_scenes": write_list(tmp_path / "unobs.txt", present[2:]).as_posix(),
+                      "source_train_scenes": write_list(tmp_path / "src.txt", ["scene_b"]).as_posix()})
+
+
+@pytest.mark.parametrize("source_bands", [np.arange(400.0, 701.0, 10.0), np.arange(405.0, 706.0, 10.0)])
+def test_band_grid_common_keeps_the_target_bands_inside_the_source_range_and_interpolates_the_source(tmp_path, source_bands):
+    rng = np.random.default_rng(4)
+    (tmp_path / "kaist").mkdir()
+    for i in range(2):
+        scipy.io.savemat(tmp_path / "kaist" / f"scene0{i + 1}.mat", {"HSI": rng.random((16, 16, 31)).astype(np.float32)})
+    write_icvl(tmp_path / "icvl", ["icvl_a", "icvl_b", "icvl_c"], source_bands)
+    lines = []
+    bench = data_stage.build_splits(**{
+        **TINY, "dataset": str(tmp_path / "kaist"), "kind": "kaist", "source_path": str(tmp_path / "icvl"), "image_size": 8,
+        "split": "tiles", "n_source_train": 0, "n_source_test": 0, "source_kind": "icvl",
+        "source_train_scenes": str(write_list(tmp_path / "train.txt", ["icvl_a", "icvl_b"])),
+        "source_test_scenes": str(write_list(tmp_path / "test.txt", ["icvl_c"]))}, log=lines.append)
+    common = np.arange(420.0, 701.0, 10.0)
+    assert len(bench.source_train) == 8 and len(bench.source_test) == 4  # 0: every tile of the listed scenes
+    for cube in bench.source + bench.target:
+        np.testing.assert_array_equal(cube.wavelengths, common)
+    np.testing.assert_array_equal(bench.wavelengths, common)
+    assert bench.params["band_grid"] == "common" and bench.params["bands_dropped"] == [710.0, 720.0]
+    assert bench.params["band_grids"]["common"] == "420..700 nm (29 bands)"
+    assert lines == [f"band grid: target 420..720 nm (31 bands), source {source_bands[0]:g}..{source_bands[-1]:g} nm "
+                     f"(31 bands) -> common 420..700 nm (29 bands); target bands dropped (outside the source range): "
+                     f"710, 720 nm; source resampled onto it by linear interpolation"]
+    original = {c.name: c for c in (load_icvl(tmp_path / "icvl" / f"{n}.mat") for n in ("icvl_a", "icvl_b", "icvl_c"))}
+    for tile in bench.source:
+        scene = original[tile.meta["scene"]].data[:, tile.meta["top"] : tile.meta["top"] + 8, tile.meta["left"] : tile.meta["left"] + 8]
+        expected = np.apply_along_axis(lambda s: np.interp(common, source_bands, s), 0, scene)
+        np.testing.assert_allclose(tile.data, expected, rtol=1e-6, atol=1e-7)
+    kaist = {f"scene0{i + 1}": scipy.io.loadmat(tmp_path / "kaist" / f"scene0{i + 1}.mat")["HSI"].transpose(2, 0, 1) for i in range(2)}
+    for tile in bench.target:
+        np.testing.assert_array_equal(tile.data, kaist[tile.meta["scene"]][:29, tile.meta["top"] : tile.meta["top"] + 8,
+                                                                            tile.meta["left"] : tile.meta["left"] + 8])
+    rows = data_stage.split_rows(bench)
+    assert {r["scene"] for r in rows if r["domain"] == "source" and r["split"] == "test"} == {"icvl_c"}
+
+
+def test_band_grid_error_names_both_grids_and_a_same_grid_changes_nothing(tmp_path):
+    scipy.io.savemat(tmp_path / "scene01.mat", {"HSI": np.random.default_rng(5).random((16, 16, 31)).astype(np.float32)})
+    params = {**TINY, "dataset": str(tmp_path / "scene01.mat"), "kind": "kaist", "image_size": 8, "split": "tiles"}
+    with pytest.raises(DatasetError, match=r"grids differ \(band_grid=error\): target 420\.\.720 nm \(31 bands\), source "
+                                           r"400\.\.700 nm \(31 bands\); only in the target: 710, 720 nm; only in the "
+                                           r"source: 400, 410 nm\. Set band_grid=common"):
+        data_stage.build_splits(**params, band_grid="error")
+    lines = []
+    same = data_stage.build_splits(**{**params, "wavelengths": "400:700:10"}, band_grid="error", log=lines.append)
+    assert same.target_observed[0].bands == 31 and "band_grid" not in same.params and not lines
+
+
+def test_resample_bands_is_numpy_interp_along_wavelength_and_never_extrapolates():
+    cube = Cube(np.random.default_rng(6).random((4, 3, 5)), [400.0, 410.0, 425.0, 450.0], name="c")
+    new = np.array([400.0, 405.0, 425.0, 449.5, 450.0])
+    out = band_grids.resample_bands(cube, new)
+    expected = np.apply_along_axis(lambda s: np.interp(new, cube.wavelengths, s), 0, cube.data)
+    np.testing.assert_allclose(out.data, expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(out.data[[0, 2, 4]], cube.data[[0, 2, 3]])  # on the grid: the band itself
+    assert out.meta["resampled_from"] == "400..450 nm (4 bands)" and band_grids.resample_bands(cube, cube.wavelengths) is cube
+    with pytest.raises(CubeError, match=r"c: covers 400\.\.450 nm \(4 bands\); resampling it to 395\.\.450 nm .* would extrapolate"):
+        band_grids.resample_bands(cube, [395.0, 450.0])
+
+
+def test_the_wavelengths_parameter():
+    np.testing.assert_array_equal(tiling.parse_wavelengths("400:730:10"), np.arange(400.0, 731.0, 10.0))
+    np.testing.assert_array_equal(tiling.parse_wavelengths(" 410, 420.5,430 "), [410.0, 420.5, 430.0])
+    assert tiling.parse_wavelengths("") is None
+    for bad in ("400:730", "400:300:10", "a,b", "420,410"):
+        with pytest.raises(ParameterError, match="wavelengths must be"):
+            tiling.parse_wavelengths(bad)
+    with pytest.raises(ParameterError, match="ICVL files carry their own wavelengths"):
+        data_stage.check({"dataset": "data/icvl", "kind": "icvl", "wavelengths": "400:700:10"})
+
+
+def test_hsidwrd_target_with_the_wavelengths_parameter(tmp_path):
+    rng = np.random.default_rng(7)
+    clean = {}
+    for scene in ("1", "2", "3"):
+        clean[scene] = rng.integers(0, 4096, size=(34, 16, 16), dtype=np.uint16)
+        (tmp_path / "hsidwrd" / "gt").mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(tmp_path / "hsidwrd" / "gt" / f"{scene}.tif", clean[scene])
+    params = list_params(tmp_path / "hsidwrd" / "gt", kind="hsidwrd", observed_scenes=str(write_list(tmp_path / "o.txt", ["1", "2"])),
+                         unobserved_scenes=str(write_list(tmp_path / "u.txt", ["3"])))
+    with pytest.raises(ParameterError, match=r"HSIDwrD files store no wavelengths; set wavelengths .* e\.g\. 400:730:10"):
+        data_stage.check(params)
+    params["wavelengths"] = "400:730:10"
+    data_stage.check(params)
+    rows, data = run_tiny_stage(tmp_path / "run", tmp_path, **params)
+    stored = np.arange(400.0, 731.0, 10.0)
+    kept = [b for b in range(34) if b not in (0, 11, 22) and stored[b] <= 700]  # dropped by the loader / by band_grid
+    np.testing.assert_array_equal(data["wavelengths"], stored[kept])
+    bench = json.loads(data["benchmark"])
+    assert bench["bands_dropped"] == [710.0, 720.0, 730.0] and bench["band_grids"]["target"] == "410..730 nm (31 bands)"
+    assert [r["scene"] for r in target_rows(rows, "observed")] == ["1"] * 4 + ["2"] * 4
+    for r, cube in zip(target_rows(rows, "observed") + target_rows(rows, "unobserved"),
+                       np.concatenate([data["target_observed"]["cubes"], data["target_unobserved"]["cubes"]])):
+        top, left = int(r["top"]), int(r["left"])
+        np.testing.assert_allclose(cube, clean[r["scene"]][kept, top : top + 8, left : left + 8] / 4096.0, rtol=1e-6)

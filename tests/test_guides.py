@@ -1,11 +1,11 @@
 """Stage 2a (Sec. III-B.1, Eq. 5-8): guide generators, blur-robust CLIP (Eq. 7), stage and notebook.
 
-The unCLIP loop runs end to end on a tiny randomly initialised Stable unCLIP folder written by
-``tests/tiny_unclip.py`` and loaded through our own loader (no network, no real weights).
+The unCLIP loop runs end to end on a tiny randomly initialised Stable unCLIP folder in the real
+repository's layout, written by ``hiralign.guides.fixture`` and loaded through our own loader (no
+network, no real weights).
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +17,13 @@ from skimage import data as skdata
 from skimage.transform import resize as sk_resize
 
 from hiralign.guides import generate_guides, generator_parameters, select_params
+from hiralign.guides.fixture import EMBED_DIM, tiny_image_processor, tiny_vision_encoder, write_tiny_unclip
 from hiralign.guides.jitter import jitter_guides, photometric
 from hiralign.guides.quality import guide_quality, unrelated_layout
 from hiralign.guides.recompose import dihedral, recompose_guides
 from hiralign.guides.resize import fit_square, pad_to_multiple, restore
 from hiralign.guides.sdedit import noise_to_start, start_timesteps
 from hiralign.metrics import ssim as metrics_ssim
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tiny_unclip import EMBED_DIM, tiny_image_processor, tiny_vision_encoder, write_tiny_unclip  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "02_rgb_guides.ipynb"
@@ -241,7 +239,7 @@ def components(tiny_model):
 
 
 def test_tiny_unclip_loads_through_our_loader(components):
-    assert components.model_size == 16 and components.unet.config.class_embed_type == "projection"
+    assert components.model_size == 64 and components.unet.config.class_embed_type == "projection"  # latent 8 x VAE 8
     assert components.unet.config.projection_class_embeddings_input_dim == 2 * EMBED_DIM
     assert type(components.scheduler).__name__ == "DDIMScheduler"
 
@@ -259,7 +257,7 @@ def test_unclip_shapes_determinism_and_any_proxy_size(tiny_model, proxies):
 def test_unclip_strength_zero_is_the_vae_reconstruction(components, proxies):
     from hiralign.guides.unclip import unclip_guides
 
-    proxy = proxies[:, :, :16, :16]  # exactly the model size: no resizing involved
+    proxy = np.stack([natural_rgb(name, components.model_size) for name in ("astronaut", "coffee")])  # no resizing
     g = unclip_guides(proxy, n_guides=2, seed=0, strength=0.0, components=components)
     with torch.no_grad():
         x = torch.from_numpy(np.ascontiguousarray(proxy)) * 2 - 1

@@ -104,6 +104,43 @@ def test_mini_profile_is_cpu_sized_and_labelled_paper_profile_names_real_dataset
             assert data["dataset"].startswith("data/") and exp.shared["device"] == "cuda"
 
 
+def test_tiny_scale_keeps_the_paper_profile_and_shrinks_only_sizes_steps_and_epochs():
+    for table in ALL_TABLES:
+        paper, tiny = rp.load_table(table, "paper"), rp.load_table(table, "paper", scale="tiny")
+        assert tiny.run_profile == "paper-tiny" and "FIXTURE" in tiny.profile_label
+        for full, small in zip(paper.experiments, tiny.experiments):
+            assert small.shared["device"] == "cpu" and small.requires == full.requires
+            assert (small.task, small.backbone, small.generator, small.cells) == (full.task, full.backbone, full.generator, full.cells)
+            assert small.stages["00_data"]["image_size"] == 32 < full.stages["00_data"]["image_size"]
+            assert small.stages["04_finetune"]["epochs"] < full.stages["04_finetune"]["epochs"]
+            for stage, values in full.stages.items():  # every other parameter is the paper profile's
+                shrunk = set(rp.scale_overlay(yaml.safe_load((PARAMS / rp.DEFAULTS_FILE).read_text()), "paper", "tiny",
+                                              full.dataset).get("stages", {}).get(stage, {}))
+                assert {k: v for k, v in values.items() if k not in shrunk} == \
+                       {k: v for k, v in small.stages[stage].items() if k not in shrunk}, (full.path, stage)
+            assert rp.run_directory("runs", small).parent.parent.name == "paper-tiny"
+    with pytest.raises(rp.ReproduceError, match="no scale 'huge'"):
+        rp.load_table("table6", "paper", scale="huge")
+    with pytest.raises(rp.ReproduceError, match="belongs to the 'paper' profile"):
+        rp.load_table("table6", "mini", scale="tiny")
+
+
+def test_data_root_stands_for_data_in_required_paths(tmp_path):
+    assert rp.required_path("data/cave", tmp_path) == tmp_path / "cave"
+    assert rp.required_path("../shared/data", tmp_path) == rp.REPO_ROOT / "../shared/data"  # not under data/: the repository's
+    spec = rp.load_table("table8", "paper", scale="tiny")
+    with pytest.raises(rp.MissingDatasetError) as err:
+        rp.check_datasets(spec, {}, tmp_path)
+    assert str(tmp_path / "kaist") in str(err.value) and str(tmp_path / "models" / "stable-diffusion-2-1-unclip") in str(err.value)
+    for path in spec.experiments[0].requires:
+        rp.required_path(path, tmp_path).mkdir(parents=True)
+    rp.check_datasets(spec, {}, tmp_path)
+    run = rp.plan(spec, tmp_path / "runs", data_root=tmp_path)[0]
+    assert run.config["stages"]["00_data"]["dataset"] == str(tmp_path / "kaist")
+    assert run.config["stages"]["02_rgb_guides"]["model_path"] == str(tmp_path / "models" / "stable-diffusion-2-1-unclip")
+    assert run.run_dir == tmp_path / "runs" / "paper-tiny" / "table8" / run.experiment.name
+
+
 def test_every_table_expands_to_parameters_the_notebooks_declare():
     declared = rp.declared_parameters(rp.NOTEBOOKS_DIR)
     assert set(declared) == set(STAGES), f"notebooks {sorted(set(STAGES) - set(declared))} are missing"
@@ -125,7 +162,7 @@ def test_every_table_expands_to_parameters_the_notebooks_declare():
 def test_paper_profile_without_datasets_fails_at_once_naming_paths(tmp_path):
     runs_root = tmp_path / "runs"
     with pytest.raises(rp.MissingDatasetError) as err:
-        rp.reproduce("table1", "paper", runs_root=runs_root, results_dir=tmp_path / "results", data_root=tmp_path)
+        rp.reproduce("table1", "paper", runs_root=runs_root, results_dir=tmp_path / "results", data_root=tmp_path / "data")
     message = str(err.value)
     for path in ("data/cave", "data/kaist", "data/icvl"):
         assert str(tmp_path / path) in message
@@ -288,12 +325,12 @@ def test_slurm_executor_through_submitit_local_cluster(grid):
 def test_paper_profile_check_on_stand_in_grid(grid):
     kw, tmp, _ = grid
     with pytest.raises(rp.MissingDatasetError, match="data/icvl"):
-        rp.reproduce("table6", "paper", runs_root=tmp / "runs", data_root=tmp, **kw)
+        rp.reproduce("table6", "paper", runs_root=tmp / "runs", data_root=tmp / "data", **kw)
     (tmp / "data" / "cave").mkdir(parents=True)
     (tmp / "data" / "icvl").mkdir()
     spec = rp.load_table("table6", "paper", kw["params_root"])
-    rp.check_datasets(spec, {}, tmp)  # present now: no error
-    runs = rp.plan(spec, tmp / "runs", kw["params_root"], kw["notebooks_dir"], data_root=tmp)
+    rp.check_datasets(spec, {}, tmp / "data")  # present now: no error
+    runs = rp.plan(spec, tmp / "runs", kw["params_root"], kw["notebooks_dir"], data_root=tmp / "data")
     # required paths reach the notebooks as absolute paths (they run in notebooks/)
     assert runs[0].config["stages"]["00_data"]["dataset"] == str(tmp / "data" / "cave")
 

@@ -220,3 +220,15 @@ def test_demo_denoiser_beats_the_noisy_input_by_8_db_on_source_test_images():
     model = load_checkpoint(CHECKPOINT_DIR / "denoise-gaussian.safetensors", bands=31, task="denoise-gaussian").model
     scores = evaluate_restorer(model, make_benchmark().source_test, "denoise-gaussian")
     assert scores["psnr"] >= scores["input_psnr"] + 8.0
+
+
+def test_demo_checkpoint_stands_only_for_the_synthetic_source_it_was_trained_on():
+    from hiralign.train.source import demo_fits
+
+    wl = np.arange(400.0, 701.0, 10.0)
+    synthetic = [Cube(np.zeros((31, 4, 4), np.float32), wl, meta={"synthetic": True})]
+    real = [Cube(np.zeros((31, 4, 4), np.float32), wl, meta={"synthetic": False})]  # e.g. ICVL tiles
+    narrower = [Cube(np.zeros((29, 4, 4), np.float32), wl[2:], meta={"synthetic": True})]
+    demo = {"bands": 31, "backbone": "spectral-cnn"}
+    assert demo_fits(demo, synthetic) and demo_fits(demo, synthetic, "spectral-cnn")
+    assert not demo_fits(demo, real) and not demo_fits(demo, narrower) and not demo_fits(demo, synthetic, "sert")

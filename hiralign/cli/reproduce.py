@@ -15,7 +15,7 @@ SLURM_OPTIONS = ("cluster", "partition", "gpus_per_node", "timeout_min", "mem_gb
 
 def configure(parser: argparse.ArgumentParser) -> None:
     from hiralign.executors import EXECUTORS
-    from hiralign.reproduce import NOTEBOOKS_DIR, PARAMS_ROOT, PROFILES
+    from hiralign.reproduce import DATA_ROOT, NOTEBOOKS_DIR, PARAMS_ROOT, PROFILES
 
     parser.add_argument("tables", nargs="+", help="table1 ... table11 (also 6 or VI), or 'all'")
     parser.add_argument("--profile", choices=PROFILES, default="mini",
@@ -25,9 +25,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replicates", type=int, default=1, metavar="N",
                         help="run every experiment N times with derived seeds (into <run>/rep0..rep<N-1>; default 1: "
                              "one run, whose intervals cover the test images but not training randomness)")
+    parser.add_argument("--scale", default="", metavar="NAME",
+                        help="run the profile at one of its scales (params/paper/_defaults.yaml, scales): 'tiny' keeps "
+                             "every code path and parameter of --profile paper with sizes, steps and epochs shrunk to a "
+                             "CPU (a fixture run; results go to results/paper-tiny/ unless --results-dir is given)")
+    parser.add_argument("--data-root", default=str(DATA_ROOT), metavar="DIR",
+                        help="the folder standing for data/ in the required paths (data/cave -> DIR/cave); default: "
+                             "the repository's data/ (a fixture root: hiralign data make-fixture DIR)")
     parser.add_argument("--runs-root", default=str(REPO_ROOT / "runs" / "reproduce"),
                         help="one run directory per experiment below it")
-    parser.add_argument("--results-dir", default=str(REPO_ROOT / "results"), help="where <table>.md/.csv/.json go")
+    parser.add_argument("--results-dir", default="", help="where <table>.md/.csv/.json go (default: results/, or "
+                        "results/<profile>-<scale>/ with --scale)")
     parser.add_argument("--params-root", default=str(PARAMS_ROOT), help=argparse.SUPPRESS)
     parser.add_argument("--notebooks", default=str(NOTEBOOKS_DIR), help="folder of the numbered notebooks")
     parser.add_argument("--force", action="store_true", help="rerun every stage of every run")
@@ -57,17 +65,18 @@ def handle(args: argparse.Namespace) -> int:
     tables = list_tables(args.params_root) if args.tables == ["all"] else [table_name(t) for t in args.tables]
     if args.dry_run:
         for table in tables:
-            spec = load_table(table, args.profile, args.params_root)
-            for run in plan(spec, args.runs_root, args.params_root, args.notebooks, replicates=args.replicates):
+            spec = load_table(table, args.profile, args.params_root, args.scale)
+            for run in plan(spec, args.runs_root, args.params_root, args.notebooks, args.data_root, args.replicates):
                 print(f"# {table}/{run.name} [{spec.profile_label}] {run.experiment.our_model}")
                 print(yaml.safe_dump(run.config, sort_keys=False))
         return 0
     slurm = {k: getattr(args, k) for k in SLURM_OPTIONS if getattr(args, k) is not None}
+    results_dir = args.results_dir or REPO_ROOT / "results" / (f"{args.profile}-{args.scale}" if args.scale else "")
     status = 0
     for table in tables:
-        run = reproduce(table, args.profile, args.executor, args.jobs, args.runs_root, args.results_dir,
+        run = reproduce(table, args.profile, args.executor, args.jobs, args.runs_root, results_dir,
                         params_root=args.params_root, notebooks_dir=args.notebooks, force=args.force, slurm=slurm,
-                        replicates=args.replicates)
+                        data_root=args.data_root, replicates=args.replicates, scale=args.scale)
         print("\n" + run.paths["md"].read_text())
         status = status or (0 if run.ok else 1)
     return status

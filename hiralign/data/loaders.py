@@ -17,6 +17,7 @@ malformed values (NaN, bad wavelengths) raise :class:`~hiralign.data.CubeError`,
 from __future__ import annotations
 
 import re
+import struct
 import warnings
 import zlib
 from pathlib import Path
@@ -273,8 +274,9 @@ def _default_wavelengths(dataset: str, bands: int, default: np.ndarray, path: Pa
 # ----------------------------------------------------------------------------- CAVE
 
 
-def _cave_band_files(folder: Path) -> list[tuple[int, Path]]:
-    """``(band index, png)`` of the one scene found in ``folder`` or its sub-folders (the zip nests twice)."""
+def _cave_band_pngs(folder: Path) -> list[tuple[int, Path]]:
+    """``(band number, png)`` of the one scene found in ``folder`` or its sub-folders (the zip nests
+    twice), sorted; neither the count nor the numbering is checked here."""
     groups: dict[Path, list[tuple[int, Path]]] = {}
     for png in folder.rglob("*.png"):
         match = _CAVE_BAND_PNG.match(png.name)
@@ -287,7 +289,12 @@ def _cave_band_files(folder: Path) -> list[tuple[int, Path]]:
         names = sorted(str(p.relative_to(folder)) for p in groups)
         raise DatasetError(f"{folder}: band images of several folders found ({names}); point to one scene")
     (files,) = groups.values()
-    files.sort()
+    return sorted(files)
+
+
+def _cave_band_files(folder: Path) -> list[tuple[int, Path]]:
+    """``(band index, png)`` of the one scene in ``folder``, numbered 1..N without gaps."""
+    files = _cave_band_pngs(folder)
     indices = [band for band, _ in files]
     expected = list(range(1, len(files) + 1))
     if indices != expected:
@@ -601,3 +608,279 @@ def scene_path(dataset: str, root: str | Path, scene: str) -> Path:
 def load_scene(dataset: str, root: str | Path, scene: str, **kw: Any) -> Cube:
     """Load the scene named ``scene`` (as in the split files) of ``dataset`` stored under ``root``."""
     return load(scene_path(dataset, root, scene), kind=dataset, **kw)
+
+
+# ----------------------------------------------------------------------------- layout checks (no pixel data)
+
+#: The cube variable each dataset's ``.mat`` files are expected to hold (the loaders prefer these names;
+#: failing them, a file's single 3-D numeric variable is read, so :func:`check_scene` accepts that too).
+EXPECTED_VARIABLES = {"cave": ("Omsi",), "icvl": ("rad",), "kaist": ("HSI", "hsi")}
+CAVE_BANDS = 31
+#: The dataset folders :func:`check_dataset_root` looks for under a root (layouts in docs/datasets.md).
+DATASET_FOLDERS = ("cave", "kaist", "icvl", "hsidwrd")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+_PNG_COLOURS = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
+_MAT_COMPRESSED = 15  # miCOMPRESSED: a zlib-compressed element, not padded to 8 bytes
+
+
+def _png_header(png: Path) -> tuple[int, int, int, int]:
+    """``(width, height, bit depth, colour type)`` from a PNG's IHDR chunk; checks that the file ends
+    with its IEND chunk (a truncated PNG does not). Reads 45 bytes."""
+    size = png.stat().st_size
+    with open(png, "rb") as fh:
+        head = fh.read(33)
+        fh.seek(max(size - len(_PNG_IEND), 0))
+        tail = fh.read()
+    if head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR" or len(head) < 26:
+        raise DatasetError(f"{png}: not a PNG file (no PNG signature and IHDR header)")
+    if tail != _PNG_IEND:
+        raise DatasetError(f"{png}: corrupt or truncated PNG ({size} bytes, does not end with its IEND chunk)")
+    width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
+    return width, height, depth, colour
+
+
+def _check_cave_folder(folder: Path) -> None:
+    """31 band PNGs numbered 01..31 in one folder, each 16-bit grayscale (or 8-bit RGB/RGBA, the
+    documented "watercolors" quirk), all of one size, none truncated."""
+    files = _cave_band_pngs(folder)
+    where = files[0][1].parent
+    bands = [b for b, _ in files]
+    missing = sorted(set(range(1, CAVE_BANDS + 1)) - set(bands))
+    extra = sorted(set(bands) - set(range(1, CAVE_BANDS + 1)))
+    twice = sorted({b for b in bands if bands.count(b) > 1})
+    if missing or extra or twice:
+        parts = [f"missing band(s) {missing}" if missing else "", f"unexpected band number(s) {extra}" if extra else "",
+                 f"band(s) {twice} stored twice" if twice else ""]
+        raise DatasetError(f"{where}: CAVE scene folder holds {len(files)} band PNGs, not {CAVE_BANDS} "
+                           f"(<scene>_01.png ... <scene>_31.png, 400..700 nm): {'; '.join(p for p in parts if p)}")
+    first = None
+    for band, png in files:
+        width, height, depth, colour = _png_header(png)
+        quirk = depth == 8 and colour in (2, 6)
+        if not (depth == 16 and colour == 0) and not quirk:
+            raise DatasetError(f"{png}: band PNG is {depth}-bit {_PNG_COLOURS.get(colour, f'colour type {colour}')}; "
+                               f"CAVE band images are 16-bit grayscale (8-bit RGB/RGBA is accepted as the "
+                               f"documented watercolors quirk, docs/datasets.md)")
+        if first is None:
+            first = (width, height, files[0][1])
+        elif (width, height) != first[:2]:
+            raise DatasetError(f"{png}: band {band} is {height}x{width} px, band 1 ({first[2].name}) "
+                               f"is {first[1]}x{first[0]} px")
+
+
+def _mat_v5_length_check(path: Path) -> None:
+    """Walk the top-level elements of a MATLAB v5 file (tags only): a truncated file has an element that
+    runs past its end."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        header = fh.read(128)
+        if len(header) < 128 or header[126:128] not in (b"IM", b"MI"):
+            return  # MATLAB v4 (no header) or not a MAT file; scipy's reader says which
+        order = "<" if header[126:128] == b"IM" else ">"
+        offset, index = 128, 0
+        while size - offset >= 8:
+            fh.seek(offset)
+            mdtype, nbytes = struct.unpack(order + "II", fh.read(8))
+            if mdtype >> 16:  # small data element: tag and data in 8 bytes
+                offset += 8
+                continue
+            end = offset + 8 + nbytes
+            if mdtype != _MAT_COMPRESSED and nbytes % 8:
+                end += 8 - nbytes % 8
+            if end > size and (mdtype == _MAT_COMPRESSED or offset + 8 + nbytes > size):
+                raise DatasetError(f"{path}: corrupt or truncated .mat file (element {index + 1} at byte {offset} "
+                                   f"needs {nbytes} bytes, the file ends at byte {size})")
+            offset, index = end, index + 1
+
+
+def mat_variables(path: str | Path) -> list[tuple[str, tuple[int, ...], str]]:
+    """``(name, shape in MATLAB order, MATLAB class)`` of each variable of a ``.mat`` file (v5 or v7.3),
+    read from the headers only; a truncated or corrupt file raises :class:`DatasetError`."""
+    path = _existing(path)
+    try:
+        if _is_matlab_hdf5(path):
+            found = []
+            with h5py.File(path, "r") as f:
+                for name, item in f.items():
+                    if name.startswith("#"):  # '#refs#', '#subsystem#': MATLAB's internal groups
+                        continue
+                    cls = item.attrs.get("MATLAB_class", b"double" if isinstance(item, h5py.Dataset) else b"struct")
+                    cls = cls.decode() if isinstance(cls, bytes) else str(cls)
+                    shape = tuple(reversed(item.shape)) if isinstance(item, h5py.Dataset) else ()
+                    if isinstance(item, h5py.Dataset) and item.attrs.get("MATLAB_empty", 0):
+                        shape = (0,)
+                    found.append((name, shape, cls))
+            return found
+        _mat_v5_length_check(path)
+        return [(name, tuple(shape), cls) for name, shape, cls in scipy.io.whosmat(path)]
+    except DatasetError:
+        raise
+    except (*_READ_ERRORS, struct.error, NotImplementedError) as err:
+        raise DatasetError(f"{path}: corrupt or truncated .mat file ({type(err).__name__}: {err})") from err
+
+
+_NUMERIC_CLASSES = {"double", "single", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"}
+
+
+def _describe_variables(found: list[tuple[str, tuple[int, ...], str]]) -> str:
+    return ", ".join(f"{n!r} ({'x'.join(map(str, s)) or '-'} {c})" for n, s, c in found) or "none"
+
+
+def _check_mat(path: Path, kind: str) -> None:
+    """The variables of a scene ``.mat`` (headers only): the cube variable of ``kind`` (or, failing it, the
+    single 3-D numeric variable the loader falls back to) with the expected number of bands on an end axis."""
+    found = mat_variables(path)
+    if not found:
+        raise DatasetError(f"{path}: .mat file holds no variables")
+    cubes = {n: s for n, s, c in found if len(s) == 3 and c in _NUMERIC_CLASSES and n.lower() not in WAVELENGTH_KEYS}
+    expected = EXPECTED_VARIABLES.get(kind, ())
+    bands = None  # the band count a cube of this kind must have (None: any, wavelengths are given when loading)
+    if kind in ("cave", "kaist"):
+        bands = CAVE_BANDS
+    elif kind == "icvl":
+        wl = [s for n, s, _ in found if n.lower() in WAVELENGTH_KEYS and sum(d > 1 for d in s) <= 1]
+        bands = int(np.prod(wl[0])) if wl else ICVL_WAVELENGTHS.size
+    name = next((n for n in expected if n in cubes), None)
+    fits = lambda shape: bands is None or bands in (shape[0], shape[2])  # noqa: E731
+    if name is None:
+        fallback = next(iter(cubes)) if len(cubes) == 1 else None
+        if fallback is None or not fits(cubes[fallback]):
+            want = (f"no {kind.upper()} variable {' or '.join(repr(n) for n in expected)} (nor a single 3-D array of "
+                    f"{bands} bands, which the loader would read instead)") if expected else \
+                "no single 3-D numeric variable to read as the cube"
+            several = f"; several 3-D candidates {sorted(cubes)}: pass variable=... when loading" if len(cubes) > 1 else ""
+            raise DatasetError(f"{path}: {want}{several}; variables found: {_describe_variables(found)}")
+        name = fallback
+    if not fits(cubes[name]):
+        raise DatasetError(f"{path}: variable {name!r} is {'x'.join(map(str, cubes[name]))}: no first or last axis "
+                           f"of {bands} bands ({kind.upper()} scenes hold {bands}; other band counts need "
+                           f"wavelengths=[...] when loading)")
+
+
+def _check_tiff(path: Path, kind: str) -> None:
+    """A TIFF that opens, whose pages' data lie inside the file; for HSIDwrD a multi-page 16-bit
+    ``(bands, H, W)`` stack of one page size."""
+    import tifffile
+
+    size = path.stat().st_size
+    with tifffile.TiffFile(path) as tif:
+        pages = list(tif.pages)
+        if not pages:
+            raise DatasetError(f"{path}: TIFF holds no pages")
+        fmt, fh = tif.tiff, tif.filehandle  # the last IFD's link to a next one: 0 unless pages went unread
+        fh.seek(pages[-1].offset)
+        (tags,) = struct.unpack(fmt.tagnoformat, fh.read(fmt.tagnosize))
+        fh.seek(pages[-1].offset + fmt.tagnosize + tags * fmt.tagsize)
+        link = fh.read(fmt.offsetsize)
+        following = struct.unpack(fmt.offsetformat, link)[0] if len(link) == fmt.offsetsize else size
+        if following:
+            raise DatasetError(f"{path}: corrupt or truncated TIFF (page {len(pages)} links to a next page at byte "
+                               f"{following}, which cannot be read; the file has {size} bytes)")
+        for i, page in enumerate(pages):
+            ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts)]
+            if ends and max(ends) > size:
+                raise DatasetError(f"{path}: corrupt or truncated TIFF (page {i + 1} of {len(pages)} needs bytes up "
+                                   f"to {max(ends)}, the file has {size})")
+        if kind == "hsidwrd":
+            first = pages[0]
+            if len(pages) < 2 or first.ndim != 2:
+                raise DatasetError(f"{path}: HSIDwrD cubes are multi-page TIFFs, one grayscale page per band; this "
+                                   f"one has {len(pages)} page(s) of shape {first.shape}")
+            for i, page in enumerate(pages):
+                if page.dtype != np.uint16 or page.shape != first.shape:
+                    raise DatasetError(f"{path}: page {i + 1} is {page.dtype} {page.shape}; HSIDwrD pages are "
+                                       f"16-bit (uint16) {first.shape} like page 1")
+
+
+def check_scene(path: Path, kind: str | None = None) -> None:
+    """Check that one scene is laid out as its dataset's loader expects, reading headers only.
+
+    ``kind`` (``"cave"``, ``"icvl"``, ``"kaist"``, ``"hsidwrd"``, ``"generic"``; ``None`` or ``""``:
+    guessed as :func:`guess_kind` does). Raises :class:`DatasetError` whose message starts with the
+    offending file's path (rules in docs/datasets.md):
+
+    * CAVE folder: exactly 31 band PNGs ``<scene>_01.png`` ... ``_31.png`` in one folder (the missing
+      band numbers are named), each 16-bit grayscale or 8-bit RGB/RGBA (the watercolors quirk),
+      one size, not truncated (the PNG ends with its IEND chunk);
+    * ``.mat``: the kind's cube variable (CAVE ``Omsi``, ICVL ``rad``, KAIST ``HSI``) or else a single
+      3-D numeric variable, with 31 bands (ICVL: as many as ``bands``) on an end axis; the error
+      lists the variables found; a truncated v5 file or unreadable v7.3 (HDF5) file is reported;
+    * ``.tif``: every page's data inside the file; for HSIDwrD a multi-page 16-bit stack;
+    * ``.h5``/``.hdf5``, ``.npy``, ``.npz``: open and hold arrays.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file or folder")
+    kind = (kind or "").lower() or guess_kind(path)
+    if kind not in DATASETS:
+        raise DatasetError(f"{path}: unknown dataset kind {kind!r}; known: {', '.join(DATASETS)}")
+    suffix = path.suffix.lower()
+    try:
+        if path.is_dir() or suffix == ".png":
+            if kind != "cave":
+                raise DatasetError(f"{path}: a folder or PNG is a scene only for CAVE, not {kind}")
+            _check_cave_folder(path.parent if path.is_file() else path)
+        elif suffix == ".mat":
+            _check_mat(path, kind)
+        elif suffix in (".tif", ".tiff"):
+            _check_tiff(path, kind)
+        elif suffix in (".h5", ".hdf5"):
+            with h5py.File(path, "r") as f:
+                if not list(f.keys()):
+                    raise DatasetError(f"{path}: HDF5 file holds no datasets")
+        elif suffix == ".npy":
+            np.load(path, mmap_mode="r", allow_pickle=False)
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                if not npz.files:
+                    raise DatasetError(f"{path}: .npz file holds no arrays")
+        else:
+            raise DatasetError(f"{path}: unsupported scene file type {suffix!r}")
+    except DatasetError:
+        raise
+    except Exception as err:  # every reader has its own error types for a damaged file
+        raise DatasetError(f"{path}: corrupt or truncated file ({type(err).__name__}: {err})") from err
+
+
+def _root_scene_paths(dataset: str, folder: Path) -> list[tuple[str, Path]]:
+    """``(kind, path)`` of every scene of ``dataset``'s split files under ``folder``, missing ones too."""
+    from hiralign.data.splits import get_split, list_splits
+
+    names = list(dict.fromkeys(n for split in list_splits(dataset) for n in get_split(dataset, split)))
+    if dataset == "cave":  # the scene folder, else a .mat copy; the folder is what a missing scene names
+        return [("cave", folder / f"{n}.mat" if (folder / f"{n}.mat").exists() and not (folder / n).exists()
+                 else folder / n) for n in names]
+    if dataset == "hsidwrd":
+        noisy = sorted(p for p in folder.iterdir() if p.is_dir() and _NOISY_FOLDER.match(p.name)) or [folder / "input50"]
+        return [("hsidwrd", sub / f"{n}.tif") for n in names for sub in (folder / "gt", *noisy)]
+    return [(dataset, folder / f"{n}.mat") for n in names]
+
+
+def check_dataset_root(root: str | Path, complete: bool = True, max_listed: int = 10) -> None:
+    """Check every dataset folder present under ``root`` (``cave``, ``kaist``, ``icvl``, ``hsidwrd``)
+    with :func:`check_scene`; with ``complete`` every scene their split files name must be there
+    (HSIDwrD: in ``gt/`` and in each ``input<N>/``). Raises one :class:`DatasetError`: the first problem
+    (starting with its file's path), then up to ``max_listed`` more, one per line."""
+    root = _existing(root, "dataset root folder")
+    present = [d for d in DATASET_FOLDERS if (root / d).is_dir()]
+    if not present:
+        raise DatasetError(f"{root}: no dataset folder ({', '.join(DATASET_FOLDERS)}) in it; docs/datasets.md "
+                           f"describes the layouts")
+    problems: list[str] = []
+    for dataset in present:
+        folder = root / dataset
+        for kind, path in _root_scene_paths(dataset, folder):
+            if not path.exists():
+                if complete:
+                    problems.append(f"{path}: missing {dataset} scene (named in hiralign/data/splits/{dataset}_*.txt)")
+                continue
+            try:
+                check_scene(path, kind)
+            except DatasetError as err:
+                problems.append(str(err))
+    if problems:
+        more = problems[1:max_listed + 1]
+        rest = len(problems) - 1 - len(more)
+        text = problems[0] + "".join(f"\n  also: {p}" for p in more) + (f"\n  ... and {rest} more" if rest > 0 else "")
+        raise DatasetError(text)

@@ -56,6 +56,7 @@ from hiralign.reproduce.planning import (
     missing_datasets,
     pipeline_config,
     plan,
+    required_path,
     run_directory,
     shared_prefix_key,
     stage_overrides,
@@ -72,6 +73,7 @@ from hiralign.reproduce.render import (
     write_results,
 )
 from hiralign.reproduce.spec import (
+    DATA_ROOT,
     DEFAULTS_FILE,
     INJECTED_KEYS,
     NOTEBOOKS_DIR,
@@ -92,15 +94,16 @@ from hiralign.reproduce.spec import (
     list_tables,
     load_experiment,
     load_table,
+    scale_overlay,
     table_name,
 )
 
 __all__ = [
-    "CSV_COLUMNS", "Cell", "CellResult", "Comparison", "DEFAULTS_FILE", "Experiment", "GAIN_COLUMNS", "INJECTED_KEYS",
+    "CSV_COLUMNS", "Cell", "CellResult", "Comparison", "DATA_ROOT", "DEFAULTS_FILE", "Experiment", "GAIN_COLUMNS", "INJECTED_KEYS",
     "Log", "MissingDatasetError", "NOTEBOOKS_DIR", "PARAMS_ROOT", "PROFILES", "PlannedRun", "REPO_ROOT", "RESULT_FILE",
     "ROMAN", "ReproduceError", "SHARED_PREFIX", "TABLE_FILE", "TableRun", "TableSpec", "check_datasets", "collect",
     "compare", "declared_parameters", "deep_merge", "disagreements", "job_name", "leaders_first", "list_tables",
     "load_experiment", "load_table", "measured", "missing_datasets", "paired_gain", "pipeline_config", "plan",
-    "plot_gains", "plot_rows", "read_results", "render_markdown", "reproduce", "row_records", "run_directory",
+    "plot_gains", "plot_rows", "read_results", "render_markdown", "reproduce", "required_path", "row_records", "run_directory", "scale_overlay",
     "shared_prefix_key", "stage_overrides", "table_name", "validate", "write_results",
 ]

@@ -15,7 +15,7 @@ from hiralign.pipeline import PipelineError, load_config, validate_config
 from hiralign.reproduce.collection import collect, compare
 from hiralign.reproduce.planning import check_datasets, leaders_first, plan
 from hiralign.reproduce.render import write_results
-from hiralign.reproduce.spec import (DEFAULTS_FILE, NOTEBOOKS_DIR, PARAMS_ROOT, REPO_ROOT, Log, ReproduceError,
+from hiralign.reproduce.spec import (DATA_ROOT, DEFAULTS_FILE, NOTEBOOKS_DIR, PARAMS_ROOT, Log, ReproduceError,
                                      _read_yaml, load_table)
 from hiralign.store import write_text_atomic
 
@@ -37,15 +37,17 @@ class TableRun:
 def reproduce(table: str, profile: str = "mini", executor: str = "local", jobs: int = 1,
               runs_root: Path | str = "runs/reproduce", results_dir: Path | str = "results", *,
               params_root: Path | str = PARAMS_ROOT, notebooks_dir: Path | str = NOTEBOOKS_DIR,
-              force: bool = False, slurm: dict | None = None, data_root: Path | str = REPO_ROOT,
-              replicates: int = 1, log: Log = print) -> TableRun:
+              force: bool = False, slurm: dict | None = None, data_root: Path | str = DATA_ROOT,
+              replicates: int = 1, scale: str = "", log: Log = print) -> TableRun:
     """Run every experiment of ``table`` ``replicates`` times (resumable) and write
     ``results_dir/<table>.{md,csv,json}``.
 
     ``executor="local"`` runs ``jobs`` runs at a time on this machine; ``"slurm"`` submits one
     submitit job per run (``slurm``: :class:`hiralign.executors.SlurmSettings` fields overriding the
-    profile's ``slurm`` defaults, e.g. ``{"cluster": "local"}``). Required dataset paths are relative
-    to ``data_root`` (the repository root); they are checked first and a missing one raises
+    profile's ``slurm`` defaults, e.g. ``{"cluster": "local"}``). ``scale`` (e.g. ``"tiny"``) runs the
+    profile at one of its scales (``_defaults.scales``), in ``<runs_root>/<profile>-<scale>``. Required
+    dataset paths ``data/...`` lie under ``data_root`` (the repository's ``data/`` by default,
+    :func:`~hiralign.reproduce.planning.required_path`); they are checked first and a missing one raises
     :class:`MissingDatasetError` at once, before anything runs. Replicate ``k`` of an experiment runs in
     ``hiralign.replicates.replicate_dirs(run_dir, replicates)[k]`` (``run_dir`` itself for one) with
     the seeds of replicate ``k`` (:func:`~hiralign.reproduce.planning.plan`); runs of one replicate
@@ -54,12 +56,12 @@ def reproduce(table: str, profile: str = "mini", executor: str = "local", jobs: 
     if executor not in EXECUTORS:
         raise ReproduceError(f"unknown executor {executor!r}; choose one of {EXECUTORS}")
     start = time.perf_counter()
-    spec = load_table(table, profile, params_root)
+    spec = load_table(table, profile, params_root, scale)
     check_datasets(spec, _read_yaml(Path(params_root) / DEFAULTS_FILE), Path(data_root))  # before anything else
     runs = plan(spec, runs_root, params_root, notebooks_dir, data_root, replicates)
     paper = load_paper_numbers(Path(params_root) / "paper_numbers.yaml")[spec.table]
     runs_root = Path(runs_root).resolve()
-    cache_dir = runs_root / profile / "stage-cache"
+    cache_dir = runs_root / spec.run_profile / "stage-cache"
     threads = max(1, (os.cpu_count() or 1) // jobs) if executor == "local" and jobs > 1 else None
     job_list, configs = [], {}
     for run in runs:
@@ -78,14 +80,14 @@ def reproduce(table: str, profile: str = "mini", executor: str = "local", jobs: 
         except PipelineError as err:
             raise ReproduceError(f"{run.experiment.path} [{run.experiment.profile}]: {err}") from err
     log(f"{spec.table} [{spec.profile_label}]: {len(job_list)} run(s) ({replicates} replicate(s) per experiment) "
-        f"under {runs_root / profile / spec.table}")
+        f"under {runs_root / spec.run_profile / spec.table}")
     outcomes: list[RunOutcome] = []
     for phase in leaders_first(job_list, configs):
         if executor == "local":
             outcomes += run_local(phase, jobs, log)
         else:
             settings = {**spec.experiments[0].slurm, "parallelism": jobs, **(slurm or {})}
-            settings.setdefault("folder", runs_root / profile / spec.table / "submitit")
+            settings.setdefault("folder", runs_root / spec.run_profile / spec.table / "submitit")
             outcomes += run_slurm(phase, SlurmSettings(**settings), log)
     by_name = {o.name: o for o in outcomes}
     cells = collect(spec, paper, by_name, runs_root, replicates)

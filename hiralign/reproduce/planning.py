@@ -14,8 +14,8 @@ from hiralign.paper_numbers import PaperTable, load_paper_numbers
 from hiralign.pipeline import STAGES
 from hiralign.pipeline import declared_parameters as notebook_parameters
 from hiralign.replicates import replicate_dirs, replicate_stages
-from hiralign.reproduce.spec import (INJECTED_KEYS, NOTEBOOKS_DIR, PARAMS_ROOT, REPO_ROOT, SHARED_PREFIX, Experiment,
-                                     MissingDatasetError, ReproduceError, TableSpec)
+from hiralign.reproduce.spec import (DATA_ROOT, INJECTED_KEYS, NOTEBOOKS_DIR, PARAMS_ROOT, REPO_ROOT, SHARED_PREFIX,
+                                     Experiment, MissingDatasetError, ReproduceError, TableSpec)
 
 
 def declared_parameters(notebooks_dir: Path | str = NOTEBOOKS_DIR) -> dict[str, dict[str, Any]]:
@@ -24,7 +24,7 @@ def declared_parameters(notebooks_dir: Path | str = NOTEBOOKS_DIR) -> dict[str, 
     return {s: notebook_parameters(folder / f"{s}.ipynb") for s in STAGES if (folder / f"{s}.ipynb").exists()}
 
 
-def stage_overrides(exp: Experiment, declared: dict[str, dict[str, Any]], repo_root: Path = REPO_ROOT) -> dict[str, dict]:
+def stage_overrides(exp: Experiment, declared: dict[str, dict[str, Any]], data_root: Path = DATA_ROOT) -> dict[str, dict]:
     """The experiment's stage parameters with ``task`` / ``backbone`` / ``generator`` handed to every
     notebook declaring them and required paths made absolute (notebooks run in ``notebooks/``)."""
     stages = copy.deepcopy(exp.stages)
@@ -35,14 +35,22 @@ def stage_overrides(exp: Experiment, declared: dict[str, dict[str, Any]], repo_r
         takers = [s for s in STAGES if key in declared.get(s, {})]
         for stage in takers:
             stages[stage].setdefault(key, value)
-    return absolute_required(stages, exp.requires, repo_root)
+    return absolute_required(stages, exp.requires, data_root)
 
 
-def absolute_required(stages: dict[str, dict], requires: Sequence[str], repo_root: Path = REPO_ROOT) -> dict[str, dict]:
-    """``stages`` with every value that is a required path (or lies under one) made absolute against ``repo_root``."""
+def required_path(path: str, data_root: Path | str = DATA_ROOT, repo_root: Path = REPO_ROOT) -> Path:
+    """Where a required path lies: ``data/<rest>`` is ``data_root/<rest>`` (the repository's ``data/``
+    unless ``--data-root`` names another folder), any other path is relative to ``repo_root``."""
+    head, _, rest = str(path).partition("/")
+    return Path(data_root) / rest if head == "data" else Path(repo_root) / path
+
+
+def absolute_required(stages: dict[str, dict], requires: Sequence[str], data_root: Path | str = DATA_ROOT,
+                      repo_root: Path = REPO_ROOT) -> dict[str, dict]:
+    """``stages`` with every value that is a required path (or lies under one) made absolute (:func:`required_path`)."""
     def absolute(value: Any) -> Any:
         if isinstance(value, str) and any(value == r or value.startswith(r.rstrip("/") + "/") for r in requires):
-            return str((repo_root / value).resolve())
+            return str(required_path(value, data_root, repo_root).resolve())
         return value
 
     return {stage: {k: absolute(v) for k, v in values.items()} for stage, values in stages.items()}
@@ -78,8 +86,9 @@ def pipeline_config(exp: Experiment, run_dir: Path, stages: dict[str, dict], suf
 
 
 def run_directory(runs_root: Path | str, exp: Experiment) -> Path:
-    """The experiment's run folder (with several replicates, the folder holding ``rep0``, ``rep1``, ...)."""
-    return (Path(runs_root) / exp.profile / exp.table / exp.name).resolve()
+    """The experiment's run folder (with several replicates, the folder holding ``rep0``, ``rep1``, ...)
+    under ``<runs_root>/<profile>[-<scale>]/<table>/``."""
+    return (Path(runs_root) / exp.run_profile / exp.table / exp.name).resolve()
 
 
 def job_name(exp: Experiment, k: int, replicates: int) -> str:
@@ -98,19 +107,19 @@ class PlannedRun:
     config: dict
 
 
-def missing_datasets(spec: TableSpec, repo_root: Path = REPO_ROOT) -> list[tuple[str, str]]:
-    """``(path, dataset)`` for every required path of the table that does not exist."""
+def missing_datasets(spec: TableSpec, data_root: Path | str = DATA_ROOT) -> list[tuple[str, str]]:
+    """``(path, dataset)`` for every required path of the table that does not exist (:func:`required_path`)."""
     missing = {}
     for exp in spec.experiments:
         for path in exp.requires:
-            if not (repo_root / path).exists():
+            if not required_path(path, data_root).exists():
                 missing.setdefault(path, exp.dataset)
     return sorted(missing.items())
 
 
-def check_datasets(spec: TableSpec, defaults: dict, repo_root: Path = REPO_ROOT) -> None:
+def check_datasets(spec: TableSpec, defaults: dict, data_root: Path | str = DATA_ROOT) -> None:
     """Raise :class:`MissingDatasetError` naming every missing path and where to get its dataset."""
-    missing = missing_datasets(spec, repo_root)
+    missing = missing_datasets(spec, data_root)
     if not missing:
         return
     origins = defaults.get("origins", {})
@@ -118,9 +127,9 @@ def check_datasets(spec: TableSpec, defaults: dict, repo_root: Path = REPO_ROOT)
     for path, dataset in missing:
         origin = origins.get(path.rstrip("/"), {})
         how = f"{origin.get('name', dataset)}: {origin.get('get', 'see docs/datasets.md')}"
-        lines.append(f"  {repo_root / path}  ({how})")
-    lines.append("Download them and lay them out as docs/datasets.md describes, or run "
-                 "`hiralign reproduce ... --profile mini` on the embedded synthetic benchmark.")
+        lines.append(f"  {required_path(path, data_root)}  ({how})")
+    lines.append("Download them and lay them out as docs/datasets.md describes (or name the folder holding them with "
+                 "--data-root), or run `hiralign reproduce ... --profile mini` on the embedded synthetic benchmark.")
     raise MissingDatasetError("\n".join(lines))
 
 
@@ -143,7 +152,7 @@ def leaders_first(jobs: Sequence[RunJob], configs: dict[str, dict]) -> list[list
 
 
 def plan(spec: TableSpec, runs_root: Path | str = "runs/reproduce", params_root: Path | str = PARAMS_ROOT,
-         notebooks_dir: Path | str = NOTEBOOKS_DIR, data_root: Path | str = REPO_ROOT,
+         notebooks_dir: Path | str = NOTEBOOKS_DIR, data_root: Path | str = DATA_ROOT,
          replicates: int = 1) -> list[PlannedRun]:
     """Per experiment of ``spec`` and replicate ``k`` < ``replicates``: the run folder
     (:func:`hiralign.replicates.replicate_dirs`) and the pipeline parameter file, whose stage seeds are

@@ -48,13 +48,19 @@ def render_markdown(spec: TableSpec, paper: PaperTable, cells: Sequence[CellResu
     """The table laid out like the paper's, ours beside the paper's, then gains and provenance."""
     lines = [f"# {paper.title} — reproduction", "",
              f"**Profile: {spec.profile_label}.** Columns `ours` are measured by `hiralign reproduce {spec.table} "
-             f"--profile {spec.profile}" + (f" --replicates {replicates}" if replicates > 1 else "")
+             f"--profile {spec.profile}" + (f" --scale {spec.scale}" if spec.scale else "")
+             + (f" --replicates {replicates}" if replicates > 1 else "")
              + "`; columns `paper` are the paper's numbers (params/paper/paper_numbers.yaml).", "",
              _replicates_line(spec, replicates)]
     if spec.profile == "mini":
         lines += ["", "> mini (synthetic stand-in): the embedded synthetic benchmark stands in for the paper's datasets "
                       "and every model is shrunk to run on a CPU. Absolute values are not comparable with the paper's; "
                       "compare the *direction* of each gain, judged at 95% (below)."]
+    if spec.scale:
+        lines += ["", f"> **FIXTURE RUN** ({spec.profile} profile, scale `{spec.scale}`): every code path and parameter of the "
+                      f"{spec.profile} profile with sizes, steps and epochs shrunk to a CPU, on the data root it was given "
+                      "(a fixture root from `hiralign data make-fixture` holds tiny partly synthetic scenes and randomly "
+                      "initialised model weights). It shows that the profile runs end to end; its numbers measure nothing."]
     by_key = {(c.group, c.row, c.metric): c for c in cells}
     for group in paper.groups:
         rows = [r for r in paper.rows if (r, group) in paper.values]
@@ -146,7 +152,7 @@ def write_results(spec: TableSpec, paper: PaperTable, cells: Sequence[CellResult
     write_text_atomic(paths["gains"], _csv(GAIN_COLUMNS, spec.table, comparisons,
                                        f"{about}; gains are improvements, ours paired over images and replicates"))
     payload = {
-        "table": spec.table, "title": paper.title, "profile": spec.profile, "profile_label": spec.profile_label,
+        "table": spec.table, "title": paper.title, "profile": spec.profile, "scale": spec.scale, "profile_label": spec.profile_label,
         "replicates": replicates, "groups": list(paper.groups), "rows": list(paper.rows), "metrics": list(METRICS),
         "cells": [vars(c) for c in cells], "comparisons": [vars(c) for c in comparisons],
         "runs": [{"experiment": o.name, "run_dir": str(o.run_dir), "ok": o.ok, "error": o.error,

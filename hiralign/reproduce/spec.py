@@ -19,6 +19,8 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 DEFAULTS_FILE = "_defaults.yaml"
 TABLE_FILE = "_table.yaml"
 PROFILES = ("paper", "mini")
+#: Folder standing for the ``data/`` prefix of required paths unless ``--data-root`` names another.
+DATA_ROOT = REPO_ROOT / "data"
 #: Experiment-level keys handed to every notebook that declares a parameter of the same name.
 INJECTED_KEYS = ("task", "backbone", "generator")
 #: Stages whose parameters decide the data every later stage sees; runs equal up to here share them.
@@ -108,6 +110,12 @@ class Experiment:
     shared: dict[str, Any]  # device, seed
     stages: dict[str, dict[str, Any]]
     slurm: dict[str, Any] = field(default_factory=dict)
+    scale: str = ""  # a scale of the profile (``_defaults.scales``), e.g. ``tiny``; empty: full size
+
+    @property
+    def run_profile(self) -> str:
+        """The profile with its scale (``paper-tiny``): names the runs' folder, so scales never share runs."""
+        return f"{self.profile}-{self.scale}" if self.scale else self.profile
 
     @property
     def our_model(self) -> str:
@@ -125,6 +133,12 @@ class TableSpec:
     not_reproduced: dict[str, str]
     comparisons: list[tuple[str, str]]
     notes: list[str]
+    scale: str = ""
+
+    @property
+    def run_profile(self) -> str:
+        """``profile`` or ``profile-scale`` (:attr:`Experiment.run_profile`)."""
+        return f"{self.profile}-{self.scale}" if self.scale else self.profile
 
     def reason(self, row: str, group: str) -> str | None:
         """Why a paper cell is not reproduced: ``not_reproduced`` keyed by ``"row @ group"``, the row,
@@ -147,8 +161,23 @@ def _cells(raw: Sequence[dict], split: str, path: Path) -> list[Cell]:
     return cells
 
 
-def load_experiment(path: Path, table: str, profile: str, defaults: dict) -> Experiment:
-    """Resolve one experiment file for ``profile`` (see the module docstring for the merge order)."""
+def scale_overlay(defaults: dict, profile: str, scale: str, dataset: str) -> dict:
+    """The layer a scale of ``profile`` puts over every experiment of ``dataset``: the scale's keys
+    (``device``, ``slurm``, ``stages``, ``label``, ...) updated by its ``datasets[<dataset>]`` entry."""
+    scales = defaults.get("scales", {}) or {}
+    if scale not in scales:
+        raise ReproduceError(f"{DEFAULTS_FILE}: no scale {scale!r}; scales are {sorted(scales)}")
+    raw = dict(scales[scale])
+    if raw.pop("profile", profile) != profile:
+        raise ReproduceError(f"scale {scale!r} belongs to the {scales[scale]['profile']!r} profile, not {profile!r}")
+    per_dataset = raw.pop("datasets", {}) or {}
+    return deep_merge(raw, per_dataset.get(dataset, {}))
+
+
+def load_experiment(path: Path, table: str, profile: str, defaults: dict, scale: str = "") -> Experiment:
+    """Resolve one experiment file for ``profile`` (see the module docstring for the merge order); a
+    ``scale`` (``_defaults.scales``) is laid over the result last, so it shrinks sizes, steps and
+    epochs and keeps every other parameter."""
     raw = _read_yaml(path)
     profiles = raw.pop("profiles", {}) or {}
     if profile not in profiles:
@@ -161,7 +190,11 @@ def load_experiment(path: Path, table: str, profile: str, defaults: dict) -> Exp
     if dataset not in datasets:
         raise ReproduceError(f"{path}: dataset {dataset!r} is not described in {DEFAULTS_FILE} ({sorted(datasets)})")
     layers = [base, datasets[dataset].get(profile, {}), raw, profiles[profile]]
-    spec = deep_merge(deep_merge(deep_merge(*layers[:2]), layers[2]), layers[3])
+    if scale:
+        layers.append(scale_overlay(defaults, profile, scale, dataset))
+    spec = {}
+    for layer in layers:
+        spec = deep_merge(spec, layer)
     spec["requires"] = list(dict.fromkeys(r for layer in layers for r in layer.get("requires", [])))  # union
     unknown = sorted(set(spec.get("stages", {})) - set(STAGES))
     if unknown:
@@ -176,11 +209,12 @@ def load_experiment(path: Path, table: str, profile: str, defaults: dict) -> Exp
         cells=_cells(spec.get("cells"), str(spec.get("split", "unobserved")), path),
         requires=[str(r) for r in spec.get("requires", [])],
         shared={k: spec[k] for k in ("device", "seed") if k in spec}, stages=stages, slurm=dict(spec.get("slurm", {})),
+        scale=scale,
     )
 
 
-def load_table(table: str, profile: str = "mini", params_root: Path | str = PARAMS_ROOT) -> TableSpec:
-    """Every experiment of ``table`` resolved for ``profile``, with the table's own settings."""
+def load_table(table: str, profile: str = "mini", params_root: Path | str = PARAMS_ROOT, scale: str = "") -> TableSpec:
+    """Every experiment of ``table`` resolved for ``profile`` (at ``scale``, if given), with the table's own settings."""
     table = table_name(table)
     if profile not in PROFILES:
         raise ReproduceError(f"unknown profile {profile!r}; choose one of {PROFILES}")
@@ -193,10 +227,10 @@ def load_table(table: str, profile: str = "mini", params_root: Path | str = PARA
     files = sorted(p for p in folder.glob("*.yaml") if not p.name.startswith("_"))
     if not files:
         raise ReproduceError(f"{folder} holds no experiment files")
-    experiments = [load_experiment(p, table, profile, defaults) for p in files]
+    experiments = [load_experiment(p, table, profile, defaults, scale) for p in files]
     label = experiments[0].profile_label
     comparisons = [tuple(pair) for pair in meta.get("comparisons", [])]
     if any(len(pair) != 2 for pair in comparisons):
         raise ReproduceError(f"{folder / TABLE_FILE}: each comparison is [baseline row, compared row]")
     return TableSpec(table, profile, label, experiments, dict(meta.get("not_reproduced", {}) or {}),
-                     comparisons, list(meta.get("notes", []) or []))
+                     comparisons, list(meta.get("notes", []) or []), scale)

@@ -51,7 +51,8 @@ def sampling_probabilities(sizes: Sequence[int], weights: Sequence[float] | None
 
 def degraded_patches(cubes: Sequence[Cube | np.ndarray], task: Task, n: int, patch: int, rng: np.random.Generator,
                      weights: Sequence[float] | None = None, augment: bool = True) -> list[Pair]:
-    """``n`` random clean ``patch x patch`` crops (augmented), each degraded by ``task`` with its own seed."""
+    """``n`` random clean ``patch x patch`` crops (augmented), each degraded by ``task`` with its own
+    seed (its training degradation: ``Task.degrade(..., training=True)``)."""
     data = [c.data if isinstance(c, Cube) else np.asarray(c, dtype=np.float32) for c in cubes]
     too_small = [i for i, d in enumerate(data) if min(d.shape[1:]) < patch]
     if too_small:
@@ -64,7 +65,7 @@ def degraded_patches(cubes: Sequence[Cube | np.ndarray], task: Task, n: int, pat
         clean = np.ascontiguousarray(d[:, top : top + patch, left : left + patch])
         if augment:
             (clean,) = augment_patch([clean], rng, rotate=True)
-        observed = task.degrade(clean, seed=int(rng.integers(2**31)))
+        observed = task.degrade(clean, seed=int(rng.integers(2**31)), training=True)
         pairs.append(Pair(observed.data, clean, task.extra_inputs(observed.info, observed.data.shape)))
     return pairs
 

@@ -23,7 +23,7 @@ def source_cubes(icvl: str | None, image_size: int, seed: int) -> tuple[list[Cub
     no target)."""
     if icvl:
         from hiralign.data import load
-        from hiralign.data.stage import scene_files, tiles
+        from hiralign.data.tiling import scene_files, tiles
 
         pool = [t for f in scene_files(icvl) for t in tiles(load(f, kind="icvl"), image_size)]
         if len(pool) < 2:
@@ -59,13 +59,23 @@ def _check_backbone(path: Path, config: dict, backbone: str) -> None:
                               f"{backbone!r} was requested; leave backbone empty or pass a matching checkpoint")
 
 
+def demo_fits(demo_config: dict, train_cubes: Sequence[Cube], backbone: str = "") -> bool:
+    """A committed demo checkpoint stands for the source model only on the data it was trained on: the
+    embedded synthetic source, with its band count and the named ``backbone`` (if any)."""
+    synthetic = all(c.meta.get("synthetic", False) for c in train_cubes)
+    return (synthetic and demo_config.get("bands") == train_cubes[0].bands
+            and (not backbone or demo_config.get("backbone") == backbone))
+
+
 def source_model(task: str | Task, train_cubes: Sequence[Cube], val_cubes: Sequence[Cube] = (), checkpoint: str = "",
                  backbone: str = "", out: str | Path | None = None, config: TrainConfig | None = None,
                  device: str = "cpu", source: str = "", progress: bool = True) -> Checkpoint:
     """The source-pretrained restorer ``R_theta`` of stage 1, for the band count of ``train_cubes``:
 
     1. ``checkpoint`` when given (it must match bands, task and ``backbone`` if one is named);
-    2. else the committed demo checkpoint of the task, if its backbone is ``backbone`` (or none is named);
+    2. else, when ``train_cubes`` are the embedded synthetic benchmark (the source the demo checkpoints
+       were trained on), the committed demo checkpoint of the task, if its backbone is ``backbone``
+       (or none is named) and its band count is theirs; a real source (ICVL) never gets it;
     3. else the checkpoint at ``out`` from an earlier call with the same backbone and training parameters;
     4. else ``backbone`` (default: the task's CPU default) pretrained on ``train_cubes`` with
        ``config``, saved at ``out`` (``source`` describes the training data in its config).
@@ -77,7 +87,7 @@ def source_model(task: str | Task, train_cubes: Sequence[Cube], val_cubes: Seque
         _check_backbone(Path(checkpoint), loaded.config, backbone)
         return loaded
     demo = CHECKPOINT_DIR / f"{task.name}.safetensors"
-    if demo.exists() and (not backbone or read_checkpoint_config(demo).get("backbone") == backbone):
+    if demo.exists() and demo_fits(read_checkpoint_config(demo), train_cubes, backbone):
         return load_checkpoint(demo, bands, task, device)
     config = config or TrainConfig(device=device)
     backbone = backbone or restorers.default_backbone(task)
