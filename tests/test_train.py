@@ -195,7 +195,8 @@ def test_pretrain_main_writes_a_checkpoint_with_source_and_target_scores(tmp_pat
 
 
 def test_source_model_prefers_the_demo_checkpoint_and_rejects_a_mismatched_backbone(tmp_path):
-    cubes = [Cube(np.zeros((31, 16, 16), np.float32), np.arange(400.0, 701.0, 10.0))]
+    # the embedded synthetic source, the data the demo checkpoints were trained on
+    cubes = [Cube(np.zeros((31, 16, 16), np.float32), np.arange(400.0, 701.0, 10.0), meta={"synthetic": True})]
     demo = source_model("denoise-gaussian", cubes)
     assert demo.path == CHECKPOINT_DIR / "denoise-gaussian.safetensors"
     with pytest.raises(CheckpointError, match="holds backbone 'spectral-cnn', but backbone 'qrnn3d'"):
