@@ -26,8 +26,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                          help="scene side in px (KAIST / ICVL: the short side; default 32)")
     fixture.add_argument("--seed", type=int, default=None, help="seed of the synthetic scenes and noise (default 0)")
     fixture.add_argument("--shared-data", default=None, metavar="PATH",
-                         help="folder of real scenes to crop (default: ../shared/data beside the project root, "
-                              "if present; else every scene is synthetic)")
+                         help="folder of real scenes to crop (MATLAB copies of CAVE scenes and Samson, docs/datasets.md, "
+                              "'A fixture dataset root'; default: the project CI's shared data folder beside the "
+                              "repository, if present; else every scene is synthetic)")
     fixture.add_argument("--no-models", action="store_true", default=None,
                          help="do not write the tiny unCLIP / CLIP model folders under models/")
 
