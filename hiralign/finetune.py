@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -56,6 +56,9 @@ from hiralign.store import Artifact, ArtifactError, RunStore, file_digest, resol
 from hiralign.tasks import Task, get_task
 from hiralign.train import (CheckpointError, Pair, TrainConfig, TrainResult, evaluate_pairs, load_checkpoint,
                             read_checkpoint_config, resume_path, train_pairs)
+
+if TYPE_CHECKING:
+    from torch import nn
 
 #: Training-set compositions (Table VI) plus the clean-target upper bound (Table XI).
 COMPOSITIONS = ("mixed", "proxy", "generated", "clean")
@@ -458,17 +461,19 @@ def validation_set(inputs: FinetuneInputs, mode: str = "proxy", task: str | Task
 
 def finetune(source_checkpoint: str | Path, pairs: AlignedPairs, config: TrainConfig, out: str | Path | None = None,
              val_pairs: Sequence[Pair] | None = None, wavelengths: Sequence[float] | None = None,
-             meta: Mapping[str, Any] | None = None, resume: bool = True, progress: bool = True) -> TrainResult:
+             meta: Mapping[str, Any] | None = None, resume: bool = True, progress: bool = True,
+             model: nn.Module | None = None) -> TrainResult:
     """Finetune the source model on the aligned pairs (Eq. 30) and save it to ``out``.
 
-    The model is loaded from ``source_checkpoint`` (its band count and task must match the pairs),
-    then trained by :func:`hiralign.train.train_pairs` with ``config`` (lr, epochs, loss ...). The
+    The model is loaded from ``source_checkpoint`` (its band count and task must match the pairs;
+    ``model``, e.g. a network built outside hiralign, receives its weights instead of the network the
+    checkpoint names, :func:`hiralign.train.load_checkpoint`), then trained by :func:`hiralign.train.train_pairs` with ``config`` (lr, epochs, loss ...). The
     returned history starts with an ``epoch 0`` row: the source model on ``val_pairs`` before any
     finetuning. The checkpoint config records the source checkpoint (path and hash), the
     composition, ratio, per-epoch pair counts, wavelengths and ``meta``.
     """
     bands = pairs.proxies.shape[1]
-    source = load_checkpoint(source_checkpoint, bands=bands, task=pairs.task, device=config.device)
+    source = load_checkpoint(source_checkpoint, bands=bands, task=pairs.task, device=config.device, model=model)
     model = source.model
     if config.patch_size % pairs.task.scale:
         raise ValueError(f"patch {config.patch_size} must be a multiple of the task scale {pairs.task.scale}")

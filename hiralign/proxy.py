@@ -180,16 +180,39 @@ def check(params: dict) -> None:
     from hiralign.stages import require
     from hiralign.tasks import TASKS
     from hiralign.train import check_compatible, read_checkpoint_config
+    from hiralign.train.released import is_released
 
     require("01_proxy", params, "task", lambda v: v in TASKS, f"one of {', '.join(TASKS)}")
-    require("01_proxy", params, "backbone", lambda v: not v or v in restorers.names(),
-            f"empty or a registered backbone ({', '.join(restorers.names())})")
+    require("01_proxy", params, "backbone", lambda v: not v or restorers.is_known(v),
+            f"empty, a registered backbone ({', '.join(restorers.names())}), package.module:factory, file.py:factory "
+            f"or an entry point of {restorers.plugins.ENTRY_POINT_GROUP!r}")
+    require("01_proxy", params, "backbone_kwargs", _valid_kwargs, "empty or a YAML mapping such as {channels: 16}")
     require("01_proxy", params, "checkpoint", lambda v: not v or Path(v).expanduser().is_file(), "empty or an existing file")
-    if params.get("checkpoint") and "task" in params:
+    if params.get("checkpoint") and is_released(params["checkpoint"]):
+        require("01_proxy", params, "backbone", bool, "the network of the released checkpoint (it does not say which)")
+    elif params.get("checkpoint") and "task" in params:
         check_compatible(params["checkpoint"], read_checkpoint_config(params["checkpoint"]), None, params["task"])
     require("01_proxy", params, "observed", _valid_observed, "'all' or comma-separated image indices")
     for key in ("tile", "pretrain_epochs"):
         require("01_proxy", params, key, lambda v: v >= 0, ">= 0")
+
+
+def backbone_kwargs(text: str) -> dict[str, Any]:
+    """The ``backbone_kwargs`` parameter: a YAML mapping (empty text: no keywords)."""
+    import yaml
+
+    value = yaml.safe_load(text) if text and text.strip() else {}
+    if not isinstance(value, dict):
+        raise ValueError(f"backbone_kwargs must be a YAML mapping such as {{channels: 16}}; got {text!r}")
+    return value
+
+
+def _valid_kwargs(text: str) -> bool:
+    try:
+        backbone_kwargs(text)
+    except Exception:  # yaml.YAMLError or not a mapping
+        return False
+    return True
 
 
 def _valid_observed(text: str) -> bool:
@@ -210,6 +233,7 @@ def compute(stage) -> ProxySet:
     splits = benchmark_from_tree(stage.read("00_data").data)
     task = get_task(p["task"])
     source = source_model(task, splits.source_train, splits.source_test, checkpoint=p["checkpoint"], backbone=p["backbone"],
+                          backbone_kwargs=backbone_kwargs(p["backbone_kwargs"]),
                           out=stage.run_dir / f"01_source_{task.name}.safetensors",
                           config=TrainConfig(epochs=p["pretrain_epochs"], seed=p["seed"], device=p["device"]),
                           device=p["device"], source=f"source_train of {stage.run_dir}")

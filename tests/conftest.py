@@ -17,6 +17,19 @@ CAVE_SCENE = REPO.parent / "shared" / "data" / "cave_balloons_ms_256.mat"
 
 
 @pytest.fixture
+def one_torch_thread():
+    """One torch intra-op thread for a test (restored after): tiny models on a shared 2-core machine
+    run 5-20x faster without the thread pool's spin-waiting. Modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 

@@ -12,16 +12,11 @@ from hiralign import degrade, finetune as ft, restorers
 from hiralign.store import ArtifactError, RunStore, file_digest
 from hiralign.train import TrainConfig, load_checkpoint, read_checkpoint_config, save_checkpoint
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 BANDS, SIZE = 8, 32
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine train 5-10x faster on one thread (no spin-waiting)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 WAVELENGTHS = np.linspace(400.0, 700.0, BANDS)
 
 

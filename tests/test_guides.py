@@ -25,17 +25,10 @@ from hiralign.guides.resize import fit_square, pad_to_multiple, restore
 from hiralign.guides.sdedit import noise_to_start, start_timesteps
 from hiralign.metrics import ssim as metrics_ssim
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "02_rgb_guides.ipynb"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared CPU: one torch thread is far faster than two under load."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def natural_rgb(name: str, size: int) -> np.ndarray:

@@ -351,7 +351,7 @@ BAD_PARAMETERS = {
     "bad learning rate": ({"04_finetune": {"lr": 0.0}}, "lr must be > 0"),
     "bad warp setting": ({"03_warp": {"stencil": 4}}, "03_warp: "),
     "unknown task": ({"01_proxy": {"task": "denoise-everything"}}, "task must be one of"),
-    "unknown backbone": ({"01_proxy": {"backbone": "resnet9000"}}, "backbone must be empty or a registered backbone"),
+    "unknown backbone": ({"01_proxy": {"backbone": "resnet9000"}}, "backbone must be empty, a registered backbone"),
     "unknown generator": ({"02_rgb_guides": {"generator": "dalle"}}, "generator must be one of jitter"),
     "unknown index": ({"03_warp": {"index": "annoy"}}, "03_warp: "),
     "unknown loss": ({"04_finetune": {"loss": "l3"}}, "loss must be one of"),

@@ -19,7 +19,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 
     defaults = TrainConfig()
     p.add_argument("--task", default="denoise-gaussian", help="task name (hiralign.tasks.TASKS)")
-    p.add_argument("--backbone", default=None, help="registered backbone (default: the task's CPU default)")
+    p.add_argument("--backbone", default=None, help="registered backbone, or a plugged one: package.module:factory, file.py:factory or an entry point "
+                        "of hiralign.backbones (default: the task's CPU default)")
     p.add_argument("--size", default="small", choices=restorers.SIZES, help="backbone configuration")
     p.add_argument("--epochs", type=int, default=defaults.epochs)
     p.add_argument("--steps-per-epoch", type=int, default=defaults.steps_per_epoch)

@@ -18,7 +18,7 @@ it for tiled inference to be exact). Both default to "unknown" for foreign modul
 Plugging in your own model
 --------------------------
 Any ``nn.Module`` with that call works everywhere a registry model does (training, proxies,
-checkpoints via ``load_checkpoint(path, model=...)``)::
+checkpoints via ``load_checkpoint(path, model=...)``, ``finetune(..., model=...)``)::
 
     class MyDenoiser(nn.Module):
         def __init__(self, bands):
@@ -30,8 +30,14 @@ checkpoints via ``load_checkpoint(path, model=...)``)::
     train(MyDenoiser(31), cubes, "denoise-gaussian")
     make_proxies(model, degraded_cubes, "denoise-gaussian")
 
-To make it available by name (``get("my-denoiser", bands, task)``), register a builder taking
-``bands`` (and ``scale`` for the ``sr`` family) plus its config keywords::
+To use it by name in every process (parameter files, the notebook kernels of ``hiralign run``),
+name its factory by import path -- ``get("my_pkg.nets:MyDenoiser", bands, task, **kwargs)`` or
+``backbone: models.py:MyDenoiser`` in params -- or declare an entry point of the group
+``hiralign.backbones``. The adapter of :mod:`hiralign.restorers.plugins` takes networks in the
+``(N, 1, B, H, W)`` layout of 3-D convolution networks, pads inputs to the network's multiple, and
+hands the band count and SR scale to the factory under its own keyword names; checkpoints record
+the factory, so they reload anywhere. Released weights of other code bases (``.pth`` ...) load
+with :func:`hiralign.train.load_released`. A builder can also be registered under a short name::
 
     register("my-denoiser", "denoise", small={}, large={})(MyDenoiser)
 
@@ -46,6 +52,7 @@ from typing import Any, Callable
 from torch import nn
 
 from hiralign.registry import Registry
+from hiralign.restorers import plugins
 from hiralign.tasks import FAMILIES, Task, get_task
 
 SIZES = ("small", "large")
@@ -108,22 +115,34 @@ def resolve_config(name: str, size: str = "small", **cfg: Any) -> dict:
     return {**entry.configs[size], **cfg}
 
 
-def get(name: str, bands: int, task: str | Task, size: str = "small", **cfg: Any) -> nn.Module:
+def get(name: str, bands: int, task: str | Task, size: str = "small", layout: str = "", multiple: int = 0,
+        **cfg: Any) -> nn.Module:
     """Build backbone ``name`` for ``bands`` bands and ``task`` in its ``size`` configuration
     (``"small"`` or ``"large"``), overridden by ``cfg``.
 
+    A name that is not registered may be an import path, a file path or an entry point
+    (:mod:`hiralign.restorers.plugins`): its factory gets ``cfg`` as keywords and the network is
+    wrapped in the adapter given by ``layout`` / ``multiple`` (``size`` does not apply).
+
     The model records how it was built in ``model.build_config`` (backbone, size, cfg, bands, task,
-    scale), which :func:`hiralign.train.save_checkpoint` stores with the weights.
+    scale; the factory and adapter of a plugged one), which :func:`hiralign.train.save_checkpoint`
+    stores with the weights and :func:`from_build_config` rebuilds from.
     """
-    entry = backbone(name)
     task = get_task(task)
+    if int(bands) < 1:
+        raise ValueError(f"bands must be a positive integer; got {bands}")
+    if name not in _REGISTRY and plugins.plugin_target(name) is not None:
+        model = plugins.build_plugged(name, int(bands), task.scale, cfg, layout, multiple)
+        model.build_config["task"] = task.name
+        return model
+    entry = backbone(name)
+    if layout or multiple:
+        raise plugins.PluginError(f"layout / multiple adapt plugged backbones; {name!r} is registered and declares its own")
     if entry.family != task.family:
         raise ValueError(
             f"backbone {name!r} is a {entry.family} model and cannot solve task {task.name!r} "
             f"({task.family}); backbones for it: {', '.join(names(task))}"
         )
-    if int(bands) < 1:
-        raise ValueError(f"bands must be a positive integer; got {bands}")
     config = resolve_config(name, size, **cfg)
     kwargs = {"scale": task.scale} if task.family == "sr" else {}
     model = entry.build(bands=int(bands), **kwargs, **config)
@@ -133,10 +152,24 @@ def get(name: str, bands: int, task: str | Task, size: str = "small", **cfg: Any
     return model
 
 
-# Importing the modules registers their backbones.
-from hiralign.restorers import denoise_cnn, qrnn3d, sert  # noqa: E402,F401  (denoise)
-from hiralign.restorers import sspsr, essa  # noqa: E402,F401,I001  (super-resolution)
-from hiralign.restorers import general  # noqa: E402,F401  (general)
+def from_build_config(config: dict) -> nn.Module:
+    """The (untrained) model a stored ``build_config`` describes: a registry backbone, or a plugged
+    one through its recorded factory (an absolute path for a file factory) and adapter."""
+    adapter = config.get("adapter", {})
+    name = config.get("factory") or config["backbone"]
+    model = get(name, config["bands"], config["task"], config.get("size", "small"), layout=adapter.get("layout", ""),
+                multiple=adapter.get("multiple", 0), **config.get("cfg", {}))
+    model.build_config["backbone"] = config["backbone"]
+    return model
 
-__all__ = ["Backbone", "DEFAULTS", "SIZES", "backbone", "default_backbone", "get", "names", "register",
-           "resolve_config"]
+
+def is_known(name: str) -> bool:
+    """A registered backbone, or a name :mod:`~hiralign.restorers.plugins` can resolve (not imported yet)."""
+    return name in _REGISTRY or plugins.plugin_target(name) is not None
+
+
+# Importing the modules registers their backbones.
+from hiralign.restorers import denoise_cnn, tiny  # noqa: E402,F401
+
+__all__ = ["Backbone", "DEFAULTS", "SIZES", "backbone", "default_backbone", "from_build_config", "get", "is_known",
+           "names", "plugins", "register", "resolve_config"]

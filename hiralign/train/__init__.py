@@ -20,7 +20,8 @@ parameters, metrics, history; :mod:`hiralign.train.checkpoint`).
 Modules: :mod:`~hiralign.train.patches` (patch sampling, augmentation, batching),
 :mod:`~hiralign.train.validation`, :mod:`~hiralign.train.loop`, :mod:`~hiralign.train.checkpoint`,
 :mod:`~hiralign.train.source` (source pretraining; its command line is ``hiralign pretrain``,
-:mod:`hiralign.cli.pretrain`).
+:mod:`hiralign.cli.pretrain`), :mod:`~hiralign.train.released` (checkpoints of other code bases:
+``.pth`` / ``.ckpt`` nestings and prefixes, with a report of missing / unexpected keys).
 """
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ from hiralign.train.patches import (
     epoch_rng,
     sampling_probabilities,
 )
-from hiralign.train.source import pretrain, source_cubes, source_model
+from hiralign.train.released import LoadReport, load_released, read_state_dict
+from hiralign.train.source import pretrain, released_source, source_cubes, source_model
 from hiralign.train.validation import (
     VALIDATION_SEED,
     evaluate_pairs,
@@ -56,10 +58,12 @@ from hiralign.train.validation import (
 )
 
 __all__ = [
-    "Batch", "CHECKPOINT_DIR", "CHECKPOINT_FORMAT", "Checkpoint", "CheckpointError", "LOSSES", "Pair", "TrainConfig",
+    "Batch", "CHECKPOINT_DIR", "CHECKPOINT_FORMAT", "Checkpoint", "CheckpointError", "LOSSES", "LoadReport", "Pair",
+    "TrainConfig",
     "TrainResult", "VALIDATION_SEED", "augment_patch", "check_compatible", "collate", "cosine_factor", "crop_pair",
     "degraded_patches", "demo_checkpoint", "epoch_rng", "evaluate_pairs", "evaluate_restorer", "fit",
-    "load_checkpoint", "pretrain", "read_checkpoint_config", "reference_input", "resume_path",
+    "load_checkpoint", "load_released", "pretrain", "read_checkpoint_config", "read_state_dict", "reference_input",
+    "released_source", "resume_path",
     "sampling_probabilities", "save_checkpoint", "source_cubes", "source_model", "train", "train_pairs",
     "validation_pairs",
 ]

@@ -100,8 +100,9 @@ def load_checkpoint(path: str | Path, bands: int | None = None, task: str | Task
                     device: str | torch.device = "cpu", model: nn.Module | None = None) -> Checkpoint:
     """Load a checkpoint, checking it was made for ``bands`` bands and ``task`` (when given).
 
-    The model is rebuilt from the registry by the stored backbone / size / cfg, or ``model`` (e.g. a
-    user-defined module) receives the weights.
+    The model is rebuilt by :func:`hiralign.restorers.from_build_config` (a registry backbone, or a
+    plugged one through its recorded factory), or ``model`` (e.g. a module built outside hiralign)
+    receives the weights.
     """
     path = Path(path)
     config = read_checkpoint_config(path)
@@ -109,8 +110,7 @@ def load_checkpoint(path: str | Path, bands: int | None = None, task: str | Task
     if model is None:
         if "backbone" not in config:
             raise CheckpointError(f"checkpoint {path} holds a model built outside the registry; pass model=")
-        model = restorers.get(config["backbone"], config["bands"], config["task"], config.get("size", "small"),
-                              **config.get("cfg", {}))
+        model = restorers.from_build_config(config)
     try:
         model.load_state_dict(load_file(str(path), device=str(device)))
     except RuntimeError as err:

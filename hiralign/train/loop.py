@@ -181,7 +181,8 @@ def train(model: nn.Module, cubes: Sequence[Cube | np.ndarray], task: str | Task
     if val_cubes:
         val_pairs = validation_pairs(val_cubes, task)
         validate = lambda m: evaluate_pairs(m, val_pairs, tile=config.val_tile, device=config.device)  # noqa: E731
-    meta = {"task": task.name, **(meta or {})}
+    bands = int(np.asarray(getattr(cubes[0], "data", cubes[0])).shape[0])
+    meta = {"task": task.name, "bands": bands, "scale": task.scale, **(meta or {})}  # so any module's checkpoint reloads
     return fit(model, batches, config, validate, checkpoint, meta, resume, progress)
 
 

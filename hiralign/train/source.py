@@ -4,7 +4,7 @@ command line (:mod:`hiralign.cli.pretrain`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -67,38 +67,74 @@ def demo_fits(demo_config: dict, train_cubes: Sequence[Cube], backbone: str = ""
             and (not backbone or demo_config.get("backbone") == backbone))
 
 
+def released_source(task: Task, bands: int, checkpoint: str | Path, backbone: str, backbone_kwargs: Mapping[str, Any],
+                    out: str | Path | None, device: str = "cpu") -> Checkpoint:
+    """A released checkpoint (:mod:`hiralign.train.released`) loaded into ``backbone`` built for
+    ``bands`` and ``task``; every key must match. Saved at ``out`` as a hiralign checkpoint that
+    records the file, its sha256 and the key report, so the later stages read it like any other."""
+    from hiralign.store import file_digest
+    from hiralign.train.checkpoint import save_checkpoint
+    from hiralign.train.released import load_released
+
+    if not backbone:
+        raise CheckpointError(f"checkpoint {checkpoint} is not a hiralign checkpoint, so it does not say which network "
+                              "it holds: name its backbone (a registered one, or package.module:factory)")
+    model = restorers.get(backbone, bands, task, **backbone_kwargs)
+    report = load_released(model, checkpoint)
+    meta = {"task": task.name, "bands": bands, "source": f"released checkpoint {Path(checkpoint).name}",
+            "released": {"path": str(checkpoint), "sha256": file_digest(checkpoint), "report": report.summary()}}
+    if out is None:
+        return Checkpoint(model.to(device).eval(), {**model.build_config, **meta}, None)
+    save_checkpoint(out, model, meta)
+    return load_checkpoint(out, bands, task, device)
+
+
+def _reusable(out: str | Path | None, model: torch.nn.Module, config: TrainConfig) -> bool:
+    """An earlier pretraining at ``out`` of the same network (backbone, configuration, adapter) and training parameters."""
+    if out is None or not Path(out).exists():
+        return False
+    stored, built = read_checkpoint_config(out), model.build_config
+    same_net = all(stored.get(k) == built.get(k) for k in ("backbone", "cfg", "adapter", "bands", "task"))
+    train_params = {k: v for k, v in stored.get("train", {}).items() if k not in ("device", "val_tile")}
+    return same_net and train_params == config.resumable()
+
+
 def source_model(task: str | Task, train_cubes: Sequence[Cube], val_cubes: Sequence[Cube] = (), checkpoint: str = "",
                  backbone: str = "", out: str | Path | None = None, config: TrainConfig | None = None,
-                 device: str = "cpu", source: str = "", progress: bool = True) -> Checkpoint:
+                 device: str = "cpu", source: str = "", progress: bool = True,
+                 backbone_kwargs: Mapping[str, Any] | None = None) -> Checkpoint:
     """The source-pretrained restorer ``R_theta`` of stage 1, for the band count of ``train_cubes``:
 
-    1. ``checkpoint`` when given (it must match bands, task and ``backbone`` if one is named);
+    1. ``checkpoint`` when given (it must match bands, task and ``backbone`` if one is named); a
+       released checkpoint of another code base (``.pth`` ...) is loaded into ``backbone`` and
+       saved at ``out`` (:func:`released_source`);
     2. else, when ``train_cubes`` are the embedded synthetic benchmark (the source the demo checkpoints
        were trained on), the committed demo checkpoint of the task, if its backbone is ``backbone``
        (or none is named) and its band count is theirs; a real source (ICVL) never gets it;
-    3. else the checkpoint at ``out`` from an earlier call with the same backbone and training parameters;
-    4. else ``backbone`` (default: the task's CPU default) pretrained on ``train_cubes`` with
-       ``config``, saved at ``out`` (``source`` describes the training data in its config).
+    3. else the checkpoint at ``out`` from an earlier call with the same network and training parameters;
+    4. else ``backbone`` (default: the task's CPU default; a registered name or a plugged one,
+       :mod:`hiralign.restorers.plugins`, built with ``backbone_kwargs``) pretrained on
+       ``train_cubes`` with ``config``, saved at ``out`` (``source`` describes the training data).
     """
+    from hiralign.train.released import is_released
+
     task = get_task(task)
     bands = train_cubes[0].bands
+    kwargs = dict(backbone_kwargs or {})
+    if checkpoint and is_released(checkpoint):
+        return released_source(task, bands, checkpoint, backbone, kwargs, out, device)
     if checkpoint:
         loaded = load_checkpoint(checkpoint, bands, task, device)
         _check_backbone(Path(checkpoint), loaded.config, backbone)
         return loaded
     demo = CHECKPOINT_DIR / f"{task.name}.safetensors"
-    if demo.exists() and demo_fits(read_checkpoint_config(demo), train_cubes, backbone):
+    if not kwargs and demo.exists() and demo_fits(read_checkpoint_config(demo), train_cubes, backbone):
         return load_checkpoint(demo, bands, task, device)
     config = config or TrainConfig(device=device)
     backbone = backbone or restorers.default_backbone(task)
-    if out is not None and Path(out).exists():
-        stored = read_checkpoint_config(out)
-        same = (stored.get("backbone") == backbone and stored.get("bands") == bands and stored.get("task") == task.name
-                and {k: v for k, v in stored.get("train", {}).items() if k not in ("device", "val_tile")}
-                == config.resumable())
-        if same:
-            return load_checkpoint(out, bands, task, device)
+    if _reusable(out, restorers.get(backbone, bands, task, **kwargs), config):
+        return load_checkpoint(out, bands, task, device)
     result = pretrain(task, train_cubes, val_cubes, config, backbone=backbone, out=out, progress=progress,
-                      source=source)
+                      source=source, **kwargs)
     return Checkpoint(result.model.eval(), read_checkpoint_config(out) if out is not None else {},
                       None if out is None else Path(out))

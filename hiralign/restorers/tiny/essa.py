@@ -20,7 +20,7 @@ from torch import nn
 
 from hiralign.restorers import register
 from hiralign.restorers.blocks import GatedFeedForward, LayerNorm2d
-from hiralign.restorers.sspsr import upsampler
+from hiralign.restorers.tiny.sspsr import upsampler
 
 
 class SpectralCorrelationAttention(nn.Module):
