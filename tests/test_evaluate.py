@@ -16,7 +16,9 @@ from hiralign.store import RunStore, file_digest
 from hiralign.train import TrainConfig, load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_finetune import make_run, one_torch_thread, smooth_cubes  # noqa: E402,F401  (shared helpers)
+from test_finetune import make_run, smooth_cubes  # noqa: E402  (shared helpers)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ----------------------------------------------------------------------------- scoring on a constructed case
