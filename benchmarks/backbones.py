@@ -4,7 +4,8 @@ paper's backbones and for the registry's CPU-sized stand-ins.
 
 Denoisers take a 1 x 31 x 64 x 64 input; x4 super-resolution networks a 1 x 31 x 16 x 16 input (a
 64 x 64 output). The time is the median of ``--repeats`` forward passes in eval mode without gradients,
-after one warm-up pass, with 1 and 2 torch threads.
+after one warm-up pass, with 1 and 2 torch threads (SSUMamba, whose pure-torch selective scan takes
+minutes per pass on a CPU: one pass with 2 threads).
 
     python benchmarks/backbones.py --out results/          # or: hiralign bench backbones
 """
@@ -35,17 +36,27 @@ FAITHFUL = {
               "yes: keys equal HSIR's; same outputs (tests/test_mcnet_reference.py)"),
     "sspsr": ("hiralign.restorers.sspsr", "sr", "SSPSR (Jiang et al., IEEE TCI 2020)",
               "keys equal the official code's (key-set test); no installable reference"),
+    "essaformer": ("hiralign.restorers.essaformer", "sr", "ESSAformer (Zhang et al., ICCV 2023)",
+                   "keys equal the official code's (key-set test); no installable reference"),
+    "promptir": ("hiralign.restorers.promptir", "general", "PromptIR (Potlapalli et al., NeurIPS 2023)",
+                 "keys equal the official code's (key-set test); no installable reference"),
+    "ssumamba": ("hiralign.restorers.ssumamba", "denoise", "SSUMamba (Fu et al., IEEE TGRS 2024)",
+                 "keys equal the official code's (key-set test); no installable reference"),
 }
+#: Networks whose CPU forward takes minutes (SSUMamba's pure-torch selective scan): one pass, 2 threads only.
+SLOW = {"ssumamba"}
 BANDS, SIZE, SCALE = 31, 64, 4
 
 
-def forward_ms(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, threads: int, repeats: int) -> float:
+def forward_ms(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, threads: int, repeats: int,
+               warmup: bool = True) -> float:
     """Median wall time (ms) of ``model(x)`` with ``threads`` torch threads, after one warm-up pass."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with torch.no_grad():
-            model(x)
+            if warmup:
+                model(x)
             times = []
             for _ in range(repeats):
                 start = time.perf_counter()
@@ -71,7 +82,7 @@ def standin_model(name: str) -> tuple[torch.nn.Module, str]:
     return restorers.get(name, BANDS, task).eval(), family
 
 
-def measure(model: torch.nn.Module, family: str, repeats: int) -> dict:
+def measure(model: torch.nn.Module, family: str, repeats: int, slow: bool = False) -> dict:
     g = torch.Generator().manual_seed(0)
     side = SIZE // SCALE if family == "sr" else SIZE
     x = torch.rand(1, BANDS, side, side, generator=g)
@@ -79,8 +90,10 @@ def measure(model: torch.nn.Module, family: str, repeats: int) -> dict:
     def call(t: torch.Tensor) -> torch.Tensor:
         return model(t, **extra)
 
-    return {"params": sum(p.numel() for p in model.parameters()),
-            "ms_1_thread": forward_ms(call, x, 1, repeats), "ms_2_threads": forward_ms(call, x, 2, repeats)}
+    params = sum(p.numel() for p in model.parameters())
+    if slow:
+        return {"params": params, "ms_1_thread": None, "ms_2_threads": forward_ms(call, x, 2, 1, warmup=False)}
+    return {"params": params, "ms_1_thread": forward_ms(call, x, 1, repeats), "ms_2_threads": forward_ms(call, x, 2, repeats)}
 
 
 def rows(repeats: int) -> list[dict]:
@@ -89,7 +102,7 @@ def rows(repeats: int) -> list[dict]:
     out = []
     for name, (_, _, paper, weights) in FAITHFUL.items():
         model, family, reported = faithful_model(name)
-        row = {"backbone": f"{name} (faithful)", "paper": paper, **measure(model, family, repeats),
+        row = {"backbone": f"{name} (faithful)", "paper": paper, **measure(model, family, repeats, name in SLOW),
                "reported": reported, "released_weights": weights}
         row["diff_pct"] = None if reported is None else 100 * (row["params"] - reported) / reported
         out.append(row)
@@ -99,6 +112,10 @@ def rows(repeats: int) -> list[dict]:
                     **measure(model, family, repeats), "reported": None, "diff_pct": None,
                     "released_weights": "no (stand-in)"})
     return out
+
+
+def _ms(value: float | None) -> str:
+    return "not run (one pass takes minutes)" if value is None else f"{value:.1f}"
 
 
 def markdown(table: list[dict], machine: dict) -> str:
@@ -111,7 +128,7 @@ def markdown(table: list[dict], machine: dict) -> str:
         reported = "" if r["reported"] is None else f"{r['reported']:,}"
         diff = "" if r["diff_pct"] is None else f"{r['diff_pct']:+.1f}%"
         lines.append(f"| {r['backbone']} | {r['paper']} | {r['params']:,} | {reported} | {diff} | "
-                     f"{r['ms_1_thread']:.1f} | {r['ms_2_threads']:.1f} | {r['released_weights']} |")
+                     f"{_ms(r['ms_1_thread'])} | {_ms(r['ms_2_threads'])} | {r['released_weights']} |")
     return "\n".join(lines) + "\n"
 
 
