@@ -12,7 +12,6 @@ minutes per pass on a CPU: one pass with 2 threads).
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import platform
@@ -24,25 +23,21 @@ from typing import Callable
 
 import torch
 
-#: Faithful re-implementations: module, task family, and how released weights were checked.
+#: The faithful backbones (registered by hiralign.restorers.paper): paper and how released weights were checked.
 FAITHFUL = {
-    "qrnn3d": ("hiralign.restorers.qrnn3d", "denoise", "QRNN3D (Wei et al., TNNLS 2021)",
-               "yes: keys equal HSIR's; same outputs (tests/test_qrnn3d_reference.py)"),
-    "t3sc": ("hiralign.restorers.t3sc", "denoise", "T3SC (Bodrito et al., NeurIPS 2021)",
-             "yes: keys equal HSIR's; same outputs (tests/test_t3sc_reference.py)"),
-    "sert": ("hiralign.restorers.sert", "denoise", "SERT (Li et al., CVPR 2023)",
-             "keys equal the official code's (key-set test); no installable reference"),
-    "mcnet": ("hiralign.restorers.mcnet", "sr", "MCNet (Li et al., Remote Sensing 2020)",
-              "yes: keys equal HSIR's; same outputs (tests/test_mcnet_reference.py)"),
-    "sspsr": ("hiralign.restorers.sspsr", "sr", "SSPSR (Jiang et al., IEEE TCI 2020)",
-              "keys equal the official code's (key-set test); no installable reference"),
-    "essaformer": ("hiralign.restorers.essaformer", "sr", "ESSAformer (Zhang et al., ICCV 2023)",
+    "qrnn3d": ("QRNN3D (Wei et al., TNNLS 2021)", "yes: keys equal HSIR's; same outputs (tests/test_qrnn3d_reference.py)"),
+    "t3sc": ("T3SC (Bodrito et al., NeurIPS 2021)", "yes: keys equal HSIR's; same outputs (tests/test_t3sc_reference.py)"),
+    "sert": ("SERT (Li et al., CVPR 2023)", "keys equal the official code's (key-set test); no installable reference"),
+    "mcnet": ("MCNet (Li et al., Remote Sensing 2020)", "yes: keys equal HSIR's; same outputs (tests/test_mcnet_reference.py)"),
+    "sspsr": ("SSPSR (Jiang et al., IEEE TCI 2020)", "keys equal the official code's (key-set test); no installable reference"),
+    "essaformer": ("ESSAformer (Zhang et al., ICCV 2023)",
                    "keys equal the official code's (key-set test); no installable reference"),
-    "promptir": ("hiralign.restorers.promptir", "general", "PromptIR (Potlapalli et al., NeurIPS 2023)",
+    "promptir": ("PromptIR (Potlapalli et al., NeurIPS 2023)",
                  "keys equal the official code's (key-set test); no installable reference"),
-    "ssumamba": ("hiralign.restorers.ssumamba", "denoise", "SSUMamba (Fu et al., IEEE TGRS 2024)",
+    "ssumamba": ("SSUMamba (Fu et al., IEEE TGRS 2024)",
                  "keys equal the official code's (key-set test); no installable reference"),
 }
+TASK_OF_FAMILY = {"denoise": "denoise-gaussian", "sr": "sr-x4", "general": "inpaint"}
 #: Networks whose CPU forward takes minutes (SSUMamba's pure-torch selective scan): one pass, 2 threads only.
 SLOW = {"ssumamba"}
 BANDS, SIZE, SCALE = 31, 64, 4
@@ -67,19 +62,12 @@ def forward_ms(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, t
     return 1000 * statistics.median(times)
 
 
-def faithful_model(name: str) -> tuple[torch.nn.Module, str, int | None]:
-    module_name, family, _, _ = FAITHFUL[name]
-    module = importlib.import_module(module_name)
-    args = (BANDS, SCALE) if family == "sr" else (BANDS,)
-    return module.build(*args, **module.PAPER_CONFIG).eval(), family, getattr(module, "PAPER_PARAMETERS", None)
-
-
-def standin_model(name: str) -> tuple[torch.nn.Module, str]:
+def registry_model(name: str) -> tuple[torch.nn.Module, str]:
+    """Registered backbone ``name`` in its default configuration (``paper`` for the faithful ones), as users get it."""
     from hiralign import restorers
 
     family = restorers.backbone(name).family
-    task = {"denoise": "denoise-gaussian", "sr": "sr-x4", "general": "inpaint"}[family]
-    return restorers.get(name, BANDS, task).eval(), family
+    return restorers.get(name, BANDS, TASK_OF_FAMILY[family]).eval(), family
 
 
 def measure(model: torch.nn.Module, family: str, repeats: int, slow: bool = False) -> dict:
@@ -100,14 +88,17 @@ def rows(repeats: int) -> list[dict]:
     from hiralign import restorers
 
     out = []
-    for name, (_, _, paper, weights) in FAITHFUL.items():
-        model, family, reported = faithful_model(name)
-        row = {"backbone": f"{name} (faithful)", "paper": paper, **measure(model, family, repeats, name in SLOW),
+    from hiralign.restorers.paper import FAITHFUL as MODULES
+
+    for name, (paper, weights) in FAITHFUL.items():
+        model, family = registry_model(name)
+        reported = getattr(MODULES[name][1], "PAPER_PARAMETERS", None)
+        row = {"backbone": f"{name} (faithful, paper)", "paper": paper, **measure(model, family, repeats, name in SLOW),
                "reported": reported, "released_weights": weights}
         row["diff_pct"] = None if reported is None else 100 * (row["params"] - reported) / reported
         out.append(row)
-    for name in restorers.names():
-        model, family = standin_model(name)
+    for name in (n for n in restorers.names() if n not in MODULES):
+        model, family = registry_model(name)
         out.append({"backbone": f"{name} (registry, small)", "paper": restorers.backbone(name).description,
                     **measure(model, family, repeats), "reported": None, "diff_pct": None,
                     "released_weights": "no (stand-in)"})

@@ -187,6 +187,7 @@ def check(params: dict) -> None:
             f"empty, a registered backbone ({', '.join(restorers.names())}), package.module:factory, file.py:factory "
             f"or an entry point of {restorers.plugins.ENTRY_POINT_GROUP!r}")
     require("01_proxy", params, "backbone_kwargs", _valid_kwargs, "empty or a YAML mapping such as {channels: 16}")
+    _check_backbone_config(params)
     require("01_proxy", params, "checkpoint", lambda v: not v or Path(v).expanduser().is_file(), "empty or an existing file")
     if params.get("checkpoint") and is_released(params["checkpoint"]):
         require("01_proxy", params, "backbone", bool, "the network of the released checkpoint (it does not say which)")
@@ -195,6 +196,23 @@ def check(params: dict) -> None:
     require("01_proxy", params, "observed", _valid_observed, "'all' or comma-separated image indices")
     for key in ("tile", "pretrain_epochs"):
         require("01_proxy", params, key, lambda v: v >= 0, ">= 0")
+    for key in ("pretrain_batch", "pretrain_patch"):
+        require("01_proxy", params, key, lambda v: v >= 1, ">= 1")
+
+
+def _check_backbone_config(params: dict) -> None:
+    """``backbone_config`` names a configuration of the (given, or the task's default) registered backbone."""
+    from hiralign import restorers
+    from hiralign.stages import require
+
+    backbone = params.get("backbone") or (restorers.default_backbone(params["task"]) if "task" in params else "")
+    if backbone in restorers.names():
+        configs = restorers.config_names(backbone)
+        require("01_proxy", params, "backbone_config", lambda v: not v or v in configs,
+                f"empty or a configuration of {backbone!r} ({', '.join(configs)})")
+    elif backbone:
+        require("01_proxy", params, "backbone_config", lambda v: not v,
+                f"empty for the plugged backbone {backbone!r} (pass its keywords in backbone_kwargs)")
 
 
 def backbone_kwargs(text: str) -> dict[str, Any]:
@@ -233,9 +251,10 @@ def compute(stage) -> ProxySet:
     splits = benchmark_from_tree(stage.read("00_data").data)
     task = get_task(p["task"])
     source = source_model(task, splits.source_train, splits.source_test, checkpoint=p["checkpoint"], backbone=p["backbone"],
-                          backbone_kwargs=backbone_kwargs(p["backbone_kwargs"]),
+                          backbone_kwargs=backbone_kwargs(p["backbone_kwargs"]), backbone_config=p["backbone_config"],
                           out=stage.run_dir / f"01_source_{task.name}.safetensors",
-                          config=TrainConfig(epochs=p["pretrain_epochs"], seed=p["seed"], device=p["device"]),
+                          config=TrainConfig(epochs=p["pretrain_epochs"], batch_size=p["pretrain_batch"],
+                                             patch_size=p["pretrain_patch"], seed=p["seed"], device=p["device"]),
                           device=p["device"], source=f"source_train of {stage.run_dir}")
     stage.use_file("checkpoint", source.path)
     checkpoint = source.path.resolve()

@@ -33,10 +33,13 @@
 task: str = "denoise-gaussian"  # restoration task: denoise-gaussian, denoise-complex, sr-x4, deblur, bandmiss, inpaint
 backbone: str = ""  # registered backbone (hiralign.restorers.names()) or a plugged one, package.module:factory or file.py:factory; empty: the checkpoint's, or the task's CPU default
 backbone_kwargs: str = ""  # YAML mapping of backbone keywords, e.g. {channels: 16}; for a plugged one also layout (bchw or b1chw) and multiple
+backbone_config: str = ""  # named configuration of a registered backbone: paper or tiny (faithful ones), small or large (stand-ins); empty: its first
 checkpoint: str = ""  # source-model checkpoint: a hiralign .safetensors, or a released .pth/.pt/.ckpt of backbone; empty: the committed demo checkpoint for the synthetic source, else pretrain here
 observed: str = "all"  # which target_observed images are observed (anchors for stage 2): all, or indices such as 0,1,2
 tile: int = 128  # inference tile (px of the observation); larger observations are restored tile by tile with overlap (0: whole images)
 pretrain_epochs: int = 10  # epochs (50 steps each) if no checkpoint fits and the source model is pretrained here
+pretrain_batch: int = 16  # patches per pretraining step
+pretrain_patch: int = 32  # side of the clean pretraining patches (px; a multiple of the SR scale)
 baseline_iterations: int = 50  # ADMM iterations of the classical subspace low-rank + TV baseline (bicubic for SR)
 device: str = "cpu"  # torch device: cpu, cuda or auto
 run_dir: str = "runs/demo"  # run directory (relative: to the project root): reads 00_data.h5, writes 01_proxy.h5

@@ -47,7 +47,7 @@ def test_proxies_pass_the_mask_for_general_tasks_and_upsample_for_sr():
     with pytest.raises(ValueError, match="needs the degradation info"):
         stage1.make_proxies(EchoMask(), cubes(1, bands=6), "inpaint")
 
-    sr = restorers.get("sspsr", 6, "sr-x4")
+    sr = restorers.get("tiny-sspsr", 6, "sr-x4")
     lr = stage1.degrade_targets(cubes(1, bands=6), "sr-x4")
     assert lr[0].shape == (6, 8, 8) and stage1.make_proxies(sr, lr, "sr-x4", tile=4, overlap=1)[0].shape == (6, 32, 32)
 

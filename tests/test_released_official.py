@@ -1,5 +1,5 @@
-"""Released checkpoints of the official code bases load into our faithful networks, named as plugged
-backbones, with a report of 0 missing / 0 unexpected keys.
+"""Released checkpoints of the official code bases load into our faithful networks, named as registered
+backbones (QRNN3D, T3SC) or by import path (MCNet), with a report of 0 missing / 0 unexpected keys.
 
 The files are written here the way each code base saves them, from the HSIR reference networks
 (``tests/hsir_reference.py``) at tiny sizes:
@@ -42,7 +42,8 @@ def test_qrnn3d_engine_checkpoint_loads_with_an_exact_report(tmp_path):
     path = tmp_path / "model_epoch_50.pth"
     torch.save({"net": reference.state_dict(), "optimizer": optimizer_state(reference), "epoch": 50,
                 "iteration": 12_345}, path)
-    model = restorers.get("hiralign.restorers.qrnn3d:build", BANDS, "denoise-gaussian", **qrnn3d.TINY_CONFIG)
+    model = restorers.get("qrnn3d", BANDS, "denoise-gaussian", size="tiny")
+    assert model.build_config["cfg"] == qrnn3d.TINY_CONFIG
     report = load_released(model, path)
     assert report.ok and report.nesting == "['net']" and report.loaded == len(reference.state_dict())
     assert same_tensors(model.net, reference)
@@ -61,7 +62,7 @@ def test_t3sc_lightning_checkpoint_loads_with_an_exact_report(tmp_path):
     torch.save({"epoch": 12, "global_step": 3000, "pytorch-lightning_version": "1.5.10",
                 "state_dict": reference.state_dict(), "optimizer_states": [optimizer_state(reference)],
                 "lr_schedulers": [], "callbacks": {}}, path)
-    model = restorers.get("hiralign.restorers.t3sc:build", BANDS, "denoise-gaussian", **t3sc.TINY_CONFIG)
+    model = restorers.get("t3sc", BANDS, "denoise-gaussian", size="tiny")
     report = load_released(model, path)
     assert report.ok and report.nesting == "['state_dict']" and not report.missing and not report.unexpected
     assert same_tensors(model.net, reference)

@@ -90,6 +90,22 @@ def test_every_table_of_section_iv_has_a_parameter_set_for_both_profiles():
                     assert (row, ours) and row in paper[table].rows and ours in paper[table].rows
 
 
+def test_paper_profile_runs_the_faithful_backbones_and_the_mini_profile_names_its_stand_ins():
+    from hiralign import restorers
+    from hiralign.restorers.paper import FAITHFUL
+
+    for table in ALL_TABLES:
+        for paper, mini in zip(rp.load_table(table, "paper").experiments, rp.load_table(table, "mini").experiments):
+            assert paper.backbone in FAITHFUL, f"{paper.path}: the paper profile runs {paper.backbone!r}, not a faithful backbone"
+            assert restorers.backbone(paper.backbone).family == restorers.backbone(mini.backbone).family, paper.path
+            assert mini.backbone not in FAITHFUL and restorers.backbone(mini.backbone), mini.path
+            assert mini.backbone == "spectral-cnn" or mini.backbone.startswith("tiny-"), mini.path
+            for exp in (paper, mini):  # each profile's mapping names the backbone it runs
+                assert exp.mapping.startswith(f"{exp.paper_backbone} -> {exp.backbone}"), (exp.path, exp.profile, exp.mapping)
+        tiny = rp.load_table(table, "paper", scale="tiny")
+        assert all(e.stages["01_proxy"]["backbone_config"] == "tiny" for e in tiny.experiments), table
+
+
 def test_mini_profile_is_cpu_sized_and_labelled_paper_profile_names_real_datasets():
     for table in ALL_TABLES:
         for exp in rp.load_table(table, "mini").experiments:

@@ -61,6 +61,21 @@ def test_training_lowers_the_loss_and_improves_validation_psnr():
     assert result.history[-1]["lr"] == pytest.approx(TINY.min_lr)  # cosine schedule ends at min_lr
 
 
+STAND_INS = [n for n in restorers.names() if n not in restorers.paper.FAITHFUL]  # faithful: tests/test_<net>_*.py
+TASK_OF_FAMILY = {"denoise": "denoise-gaussian", "sr": "sr-x4", "general": "inpaint"}
+
+
+@pytest.mark.parametrize("name", STAND_INS)
+def test_a_short_training_run_lowers_the_loss_of_every_stand_in(name):
+    task = TASK_OF_FAMILY[restorers.backbone(name).family]
+    torch.manual_seed(0)
+    model = restorers.get(name, BANDS, task)
+    config = replace(TINY, epochs=2, steps_per_epoch=6, patch_size=32 if task == "sr-x4" else 16)
+    result = train(model, tiny_cubes(size=32), task, config, progress=False)
+    losses = [row["loss"] for row in result.history]
+    assert losses[-1] < losses[0], losses
+
+
 def test_patches_are_seeded_per_epoch_and_redrawn_between_epochs():
     cubes, task = tiny_cubes(), get_task("denoise-complex")
     first = degraded_patches(cubes, task, 3, 16, epoch_rng(5, 0))
@@ -104,13 +119,13 @@ def test_train_pairs_accepts_a_per_epoch_pair_generator():
 
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
     torch.manual_seed(0)
-    model = restorers.get("general-unet", BANDS, "inpaint", features=8)
+    model = restorers.get("tiny-unet", BANDS, "inpaint", features=8)
     path = save_checkpoint(tmp_path / "m.safetensors", model, {"wavelengths": [1.0] * BANDS, "metrics": {"psnr": 1.0}})
     loaded = load_checkpoint(path, bands=BANDS, task="inpaint")
     x, mask = torch.rand(1, BANDS, 20, 20), (torch.rand(1, BANDS, 20, 20) > 0.5).float()
     with torch.no_grad():
         assert torch.equal(model.eval()(x, mask=mask), loaded.model(x, mask=mask))
-    assert loaded.config["backbone"] == "general-unet" and loaded.config["cfg"]["features"] == 8
+    assert loaded.config["backbone"] == "tiny-unet" and loaded.config["cfg"]["features"] == 8
     assert loaded.config["metrics"] == {"psnr": 1.0} and loaded.path == path
 
 
@@ -203,7 +218,7 @@ def test_source_model_prefers_the_demo_checkpoint_and_rejects_a_mismatched_backb
         source_model("denoise-gaussian", cubes, checkpoint=str(demo.path), backbone="qrnn3d")
 
 
-DEMO = {"denoise-gaussian": "spectral-cnn", "denoise-complex": "spectral-cnn", "sr-x4": "sspsr"}
+DEMO = {"denoise-gaussian": "spectral-cnn", "denoise-complex": "spectral-cnn", "sr-x4": "tiny-sspsr"}
 
 
 @pytest.mark.parametrize("task", DEMO)

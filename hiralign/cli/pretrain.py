@@ -14,14 +14,14 @@ DESCRIPTION = "Pretrain a restorer on the source domain (embedded benchmark or I
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    from hiralign import restorers
     from hiralign.train import LOSSES, TrainConfig
 
     defaults = TrainConfig()
     p.add_argument("--task", default="denoise-gaussian", help="task name (hiralign.tasks.TASKS)")
     p.add_argument("--backbone", default=None, help="registered backbone, or a plugged one: package.module:factory, file.py:factory or an entry point "
                         "of hiralign.backbones (default: the task's CPU default)")
-    p.add_argument("--size", default="small", choices=restorers.SIZES, help="backbone configuration")
+    p.add_argument("--size", default=None, help="named configuration of a registered backbone: small/large for the "
+                   "stand-ins, paper/tiny for the faithful ones (default: its first)")
     p.add_argument("--epochs", type=int, default=defaults.epochs)
     p.add_argument("--steps-per-epoch", type=int, default=defaults.steps_per_epoch)
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)

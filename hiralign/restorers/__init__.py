@@ -39,15 +39,23 @@ hands the band count and SR scale to the factory under its own keyword names; ch
 the factory, so they reload anywhere. Released weights of other code bases (``.pth`` ...) load
 with :func:`hiralign.train.load_released`. A builder can also be registered under a short name::
 
-    register("my-denoiser", "denoise", small={}, large={})(MyDenoiser)
+    register("my-denoiser", "denoise", {"small": {}, "large": {"channels": 64}})(MyDenoiser)
 
-Registered backbones (``names()``): ``spectral-cnn`` (denoise, CPU demo default), ``qrnn3d``,
-``sert`` (denoise); ``sspsr`` (SR, CPU default), ``essa`` (SR); ``general-unet`` (general).
+Registered backbones (``names()``)
+----------------------------------
+* The paper's backbones, faithful to their publications (:mod:`hiralign.restorers.paper`; released
+  weights load): ``qrnn3d``, ``t3sc``, ``sert``, ``ssumamba`` (denoise); ``mcnet``, ``sspsr``,
+  ``essaformer`` (SR); ``promptir`` (general). Configurations ``paper`` (the default, the
+  published size) and ``tiny`` (same code paths, a few channels: CPU tests and fixture runs).
+* CPU-sized stand-ins in their spirit (:mod:`hiralign.restorers.tiny`, the mini profile and the
+  demo): ``spectral-cnn`` (denoise default), ``tiny-qrnn3d``, ``tiny-sert`` (denoise);
+  ``tiny-sspsr`` (SR default), ``tiny-essa`` (SR); ``tiny-unet`` (general default). Configurations
+  ``small`` (the default) and ``large``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from torch import nn
 
@@ -55,12 +63,11 @@ from hiralign.registry import Registry
 from hiralign.restorers import plugins
 from hiralign.tasks import FAMILIES, Task, get_task
 
-SIZES = ("small", "large")
-
 
 @dataclass(frozen=True)
 class Backbone:
-    """A registered backbone: ``build(bands=..., [scale=...], **cfg)`` for tasks of ``family``."""
+    """A registered backbone: ``build(bands=..., [scale=...], **cfg)`` for tasks of ``family``, with
+    named configurations (``configs``; the first is the default)."""
 
     name: str
     family: str
@@ -68,22 +75,28 @@ class Backbone:
     configs: dict[str, dict]
     description: str = ""
 
+    @property
+    def default_config(self) -> str:
+        return next(iter(self.configs))
+
 
 _REGISTRY: Registry[Backbone] = Registry("backbone")
 
 #: The backbone a task uses when none is named (the CPU-friendly one of each family).
-DEFAULTS = {"denoise": "spectral-cnn", "sr": "sspsr", "general": "general-unet"}
+DEFAULTS = {"denoise": "spectral-cnn", "sr": "tiny-sspsr", "general": "tiny-unet"}
 
 
-def register(name: str, family: str, small: dict, large: dict, description: str = "") -> Callable:
+def register(name: str, family: str, configs: Mapping[str, Mapping[str, Any]], description: str = "") -> Callable:
     """Decorator registering ``build`` (a class or function) as backbone ``name`` of ``family``
-    with its ``small`` and ``large`` configurations."""
+    with its named ``configs`` (keyword sets of ``build``; the first is the default)."""
     if family not in FAMILIES:
         raise ValueError(f"unknown backbone family {family!r}; known: {', '.join(FAMILIES)}")
+    if not configs:
+        raise ValueError(f"backbone {name!r}: give at least one named configuration")
 
     def decorate(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         doc = description or (build.__doc__ or "").strip().split("\n")[0]
-        _REGISTRY.register(name, Backbone(name, family, build, {"small": dict(small), "large": dict(large)}, doc))
+        _REGISTRY.register(name, Backbone(name, family, build, {k: dict(v) for k, v in configs.items()}, doc))
         return build
 
     return decorate
@@ -107,18 +120,26 @@ def default_backbone(task: str | Task) -> str:
     return DEFAULTS[get_task(task).family]
 
 
-def resolve_config(name: str, size: str = "small", **cfg: Any) -> dict:
-    """The configuration ``size`` of backbone ``name`` updated by ``cfg``."""
+def config_names(name: str) -> list[str]:
+    """The named configurations of registered backbone ``name``, the default first."""
+    return list(backbone(name).configs)
+
+
+def resolve_config(name: str, size: str | None = None, **cfg: Any) -> tuple[str, dict]:
+    """The name and keywords of configuration ``size`` of backbone ``name`` (None: its default),
+    updated by ``cfg``."""
     entry = backbone(name)
-    if size not in SIZES:
-        raise ValueError(f"unknown size {size!r}; choose one of {SIZES}")
-    return {**entry.configs[size], **cfg}
+    size = size or entry.default_config
+    if size not in entry.configs:
+        raise ValueError(f"unknown size {size!r} of backbone {name!r}; choose one of {', '.join(entry.configs)}")
+    return size, {**entry.configs[size], **cfg}
 
 
-def get(name: str, bands: int, task: str | Task, size: str = "small", layout: str = "", multiple: int = 0,
+def get(name: str, bands: int, task: str | Task, size: str | None = None, layout: str = "", multiple: int = 0,
         **cfg: Any) -> nn.Module:
-    """Build backbone ``name`` for ``bands`` bands and ``task`` in its ``size`` configuration
-    (``"small"`` or ``"large"``), overridden by ``cfg``.
+    """Build backbone ``name`` for ``bands`` bands and ``task`` in its named configuration ``size``
+    (:func:`config_names`; None: the default, ``paper`` for the faithful backbones, ``small`` for the
+    stand-ins), overridden by ``cfg``.
 
     A name that is not registered may be an import path, a file path or an entry point
     (:mod:`hiralign.restorers.plugins`): its factory gets ``cfg`` as keywords and the network is
@@ -143,7 +164,7 @@ def get(name: str, bands: int, task: str | Task, size: str = "small", layout: st
             f"backbone {name!r} is a {entry.family} model and cannot solve task {task.name!r} "
             f"({task.family}); backbones for it: {', '.join(names(task))}"
         )
-    config = resolve_config(name, size, **cfg)
+    size, config = resolve_config(name, size, **cfg)
     kwargs = {"scale": task.scale} if task.family == "sr" else {}
     model = entry.build(bands=int(bands), **kwargs, **config)
     model.build_config = {
@@ -157,7 +178,7 @@ def from_build_config(config: dict) -> nn.Module:
     one through its recorded factory (an absolute path for a file factory) and adapter."""
     adapter = config.get("adapter", {})
     name = config.get("factory") or config["backbone"]
-    model = get(name, config["bands"], config["task"], config.get("size", "small"), layout=adapter.get("layout", ""),
+    model = get(name, config["bands"], config["task"], config.get("size"), layout=adapter.get("layout", ""),
                 multiple=adapter.get("multiple", 0), **config.get("cfg", {}))
     model.build_config["backbone"] = config["backbone"]
     return model
@@ -169,7 +190,7 @@ def is_known(name: str) -> bool:
 
 
 # Importing the modules registers their backbones.
-from hiralign.restorers import denoise_cnn, tiny  # noqa: E402,F401
+from hiralign.restorers import denoise_cnn, paper, tiny  # noqa: E402,F401
 
-__all__ = ["Backbone", "DEFAULTS", "SIZES", "backbone", "default_backbone", "from_build_config", "get", "is_known",
+__all__ = ["Backbone", "DEFAULTS", "backbone", "config_names", "default_backbone", "from_build_config", "get", "is_known",
            "names", "plugins", "register", "resolve_config"]

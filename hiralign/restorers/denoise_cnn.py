@@ -30,7 +30,8 @@ class ResidualBlock(nn.Module):
         return h + self.body(h)
 
 
-@register("spectral-cnn", "denoise", small={"features": 48, "blocks": 3}, large={"features": 96, "blocks": 8},
+@register("spectral-cnn", "denoise", {"small": {"features": 48, "blocks": 3},
+          "large": {"features": 96, "blocks": 8}},
           description="residual spectral CNN (bands as channels), fast on CPU")
 class SpectralResidualCNN(nn.Module):
     """Residual spectral CNN denoiser: 3x3 embedding, ``blocks`` residual blocks, 3x3 projection."""

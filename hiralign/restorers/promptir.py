@@ -102,6 +102,10 @@ TINY_CONFIG: dict = {"dim": 4, "num_blocks": (1, 1, 1, 1), "num_refinement_block
 #: written. Counting the parameters of ``PromptIR(decoder=True)`` in the official ``net/model.py``
 #: gives exactly 35,592,263 (3 bands), i.e. 35.59 M; ``build(31)`` has 35,628,551.
 PAPER_PARAMETERS = 35_590_000
+#: State-dict prefixes the official forward never calls -- left over from an encoder-prompt variant;
+#: they exist so the released checkpoints load, and get no gradient (``PromptIR.unused_parameters``).
+UNUSED_PARAMETERS = ("chnl_reduce1.", "chnl_reduce2.", "chnl_reduce3.", "reduce_noise_channel_1.",
+                     "reduce_noise_channel_2.", "reduce_noise_channel_3.")
 
 
 class _LayerNormParameters(nn.Module):
@@ -259,6 +263,7 @@ class PromptIR(nn.Module):
     receptive_radius = None  # MDTA and the prompt pooling are global over the (tile) image
     tile_align = 8  # three pixel-unshuffle(2) downsamplings
     input_multiple = 8
+    unused_parameters = UNUSED_PARAMETERS
 
     def __init__(self, inp_channels: int = 3, out_channels: int | None = None, dim: int = 48,
                  num_blocks=(4, 6, 6, 8), num_refinement_blocks: int = 4, heads=(1, 2, 4, 8),

@@ -514,6 +514,10 @@ class SSUMamba(nn.Module):
         super().__init__()
         self.net = SpatialSpectralUMamba(**cfg)
         self.input_multiple = self.tile_align = self.net.spatial_factor
+        heads = len(self.net.decoder.seg_layers)
+        #: State-dict prefixes the forward never uses (the deep-supervision heads but the last, as in the
+        #: official code): they load from the released checkpoints and get no gradient.
+        self.unused_parameters = tuple(f"net.decoder.seg_layers.{i}." for i in range(heads - 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         five_d = x.dim() == 5

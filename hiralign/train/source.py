@@ -40,17 +40,26 @@ def source_cubes(icvl: str | None, image_size: int, seed: int) -> tuple[list[Cub
 
 
 def pretrain(task: str | Task, train_cubes: Sequence[Cube], val_cubes: Sequence[Cube], config: TrainConfig,
-             backbone: str | None = None, size: str = "small", out: str | Path | None = None,
+             backbone: str | None = None, size: str | None = None, out: str | Path | None = None,
              source: str = "", resume: bool = True, progress: bool = True, **cfg: Any) -> TrainResult:
     """Build backbone ``backbone`` (default: the task's CPU default) for the cubes' band count and
     train it on ``train_cubes`` for ``task``; the checkpoint records the source and wavelengths."""
     task = get_task(task)
-    backbone = backbone or restorers.default_backbone(task)
-    torch.manual_seed(config.seed)
-    model = restorers.get(backbone, train_cubes[0].bands, task, size=size, **cfg)
-    meta = {"wavelengths": train_cubes[0].wavelengths.tolist(), "source": source}
-    return train(model, train_cubes, task, config, val_cubes=val_cubes, checkpoint=out, meta=meta, resume=resume,
-                 progress=progress)
+    model = seeded_backbone(backbone or restorers.default_backbone(task), train_cubes[0].bands, task, config.seed, size, cfg)
+    return train(model, train_cubes, task, config, val_cubes=val_cubes, checkpoint=out,
+                 meta=source_meta(train_cubes, source), resume=resume, progress=progress)
+
+
+def seeded_backbone(backbone: str, bands: int, task: Task, seed: int, size: str | None = None,
+                    cfg: Mapping[str, Any] | None = None) -> torch.nn.Module:
+    """Backbone ``backbone`` (configuration ``size``, keywords ``cfg``) with initial weights drawn from ``seed``."""
+    torch.manual_seed(seed)
+    return restorers.get(backbone, bands, task, size=size, **dict(cfg or {}))
+
+
+def source_meta(train_cubes: Sequence[Cube], source: str) -> dict[str, Any]:
+    """What a source checkpoint records of its training data: wavelengths and a description."""
+    return {"wavelengths": train_cubes[0].wavelengths.tolist(), "source": source}
 
 
 def _check_backbone(path: Path, config: dict, backbone: str) -> None:
@@ -59,18 +68,19 @@ def _check_backbone(path: Path, config: dict, backbone: str) -> None:
                               f"{backbone!r} was requested; leave backbone empty or pass a matching checkpoint")
 
 
-def demo_fits(demo_config: dict, train_cubes: Sequence[Cube], backbone: str = "") -> bool:
+def demo_fits(demo_config: dict, train_cubes: Sequence[Cube], backbone: str = "", size: str = "") -> bool:
     """A committed demo checkpoint stands for the source model only on the data it was trained on: the
-    embedded synthetic source, with its band count and the named ``backbone`` (if any)."""
+    embedded synthetic source, with its band count and the named ``backbone`` and configuration ``size`` (if any)."""
     synthetic = all(c.meta.get("synthetic", False) for c in train_cubes)
     return (synthetic and demo_config.get("bands") == train_cubes[0].bands
-            and (not backbone or demo_config.get("backbone") == backbone))
+            and (not backbone or demo_config.get("backbone") == backbone)
+            and (not size or demo_config.get("size") == size))
 
 
 def released_source(task: Task, bands: int, checkpoint: str | Path, backbone: str, backbone_kwargs: Mapping[str, Any],
-                    out: str | Path | None, device: str = "cpu") -> Checkpoint:
-    """A released checkpoint (:mod:`hiralign.train.released`) loaded into ``backbone`` built for
-    ``bands`` and ``task``; every key must match. Saved at ``out`` as a hiralign checkpoint that
+                    out: str | Path | None, device: str = "cpu", size: str | None = None) -> Checkpoint:
+    """A released checkpoint (:mod:`hiralign.train.released`) loaded into ``backbone`` (configuration
+    ``size``, default its first) built for ``bands`` and ``task``; every key must match. Saved at ``out`` as a hiralign checkpoint that
     records the file, its sha256 and the key report, so the later stages read it like any other."""
     from hiralign.store import file_digest
     from hiralign.train.checkpoint import save_checkpoint
@@ -79,7 +89,7 @@ def released_source(task: Task, bands: int, checkpoint: str | Path, backbone: st
     if not backbone:
         raise CheckpointError(f"checkpoint {checkpoint} is not a hiralign checkpoint, so it does not say which network "
                               "it holds: name its backbone (a registered one, or package.module:factory)")
-    model = restorers.get(backbone, bands, task, **backbone_kwargs)
+    model = restorers.get(backbone, bands, task, size=size, **backbone_kwargs)
     report = load_released(model, checkpoint)
     meta = {"task": task.name, "bands": bands, "source": f"released checkpoint {Path(checkpoint).name}",
             "released": {"path": str(checkpoint), "sha256": file_digest(checkpoint), "report": report.summary()}}
@@ -94,7 +104,7 @@ def _reusable(out: str | Path | None, model: torch.nn.Module, config: TrainConfi
     if out is None or not Path(out).exists():
         return False
     stored, built = read_checkpoint_config(out), model.build_config
-    same_net = all(stored.get(k) == built.get(k) for k in ("backbone", "cfg", "adapter", "bands", "task"))
+    same_net = all(stored.get(k) == built.get(k) for k in ("backbone", "size", "cfg", "adapter", "bands", "task"))
     train_params = {k: v for k, v in stored.get("train", {}).items() if k not in ("device", "val_tile")}
     return same_net and train_params == config.resumable()
 
@@ -102,7 +112,7 @@ def _reusable(out: str | Path | None, model: torch.nn.Module, config: TrainConfi
 def source_model(task: str | Task, train_cubes: Sequence[Cube], val_cubes: Sequence[Cube] = (), checkpoint: str = "",
                  backbone: str = "", out: str | Path | None = None, config: TrainConfig | None = None,
                  device: str = "cpu", source: str = "", progress: bool = True,
-                 backbone_kwargs: Mapping[str, Any] | None = None) -> Checkpoint:
+                 backbone_kwargs: Mapping[str, Any] | None = None, backbone_config: str = "") -> Checkpoint:
     """The source-pretrained restorer ``R_theta`` of stage 1, for the band count of ``train_cubes``:
 
     1. ``checkpoint`` when given (it must match bands, task and ``backbone`` if one is named); a
@@ -113,7 +123,8 @@ def source_model(task: str | Task, train_cubes: Sequence[Cube], val_cubes: Seque
        (or none is named) and its band count is theirs; a real source (ICVL) never gets it;
     3. else the checkpoint at ``out`` from an earlier call with the same network and training parameters;
     4. else ``backbone`` (default: the task's CPU default; a registered name or a plugged one,
-       :mod:`hiralign.restorers.plugins`, built with ``backbone_kwargs``) pretrained on
+       :mod:`hiralign.restorers.plugins`, built in its named configuration ``backbone_config``, default its
+       first, with ``backbone_kwargs``) pretrained on
        ``train_cubes`` with ``config``, saved at ``out`` (``source`` describes the training data).
     """
     from hiralign.train.released import is_released
@@ -122,19 +133,20 @@ def source_model(task: str | Task, train_cubes: Sequence[Cube], val_cubes: Seque
     bands = train_cubes[0].bands
     kwargs = dict(backbone_kwargs or {})
     if checkpoint and is_released(checkpoint):
-        return released_source(task, bands, checkpoint, backbone, kwargs, out, device)
+        return released_source(task, bands, checkpoint, backbone, kwargs, out, device, backbone_config or None)
     if checkpoint:
         loaded = load_checkpoint(checkpoint, bands, task, device)
         _check_backbone(Path(checkpoint), loaded.config, backbone)
         return loaded
     demo = CHECKPOINT_DIR / f"{task.name}.safetensors"
-    if not kwargs and demo.exists() and demo_fits(read_checkpoint_config(demo), train_cubes, backbone):
+    if not kwargs and demo.exists() and demo_fits(read_checkpoint_config(demo), train_cubes, backbone, backbone_config):
         return load_checkpoint(demo, bands, task, device)
     config = config or TrainConfig(device=device)
-    backbone = backbone or restorers.default_backbone(task)
-    if _reusable(out, restorers.get(backbone, bands, task, **kwargs), config):
+    model = seeded_backbone(backbone or restorers.default_backbone(task), bands, task, config.seed, backbone_config or None,
+                            kwargs)
+    if _reusable(out, model, config):
         return load_checkpoint(out, bands, task, device)
-    result = pretrain(task, train_cubes, val_cubes, config, backbone=backbone, out=out, progress=progress,
-                      source=source, **kwargs)
+    result = train(model, train_cubes, task, config, val_cubes=val_cubes, checkpoint=out,
+                   meta=source_meta(train_cubes, source), progress=progress)
     return Checkpoint(result.model.eval(), read_checkpoint_config(out) if out is not None else {},
                       None if out is None else Path(out))

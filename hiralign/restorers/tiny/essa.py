@@ -64,7 +64,8 @@ class CorrelationBlock(nn.Module):
         return x + self.ffn(self.norm_ffn(x))
 
 
-@register("essa", "sr", small={"features": 32, "blocks": 2, "heads": 2}, large={"features": 64, "blocks": 6, "heads": 4},
+@register("tiny-essa", "sr", {"small": {"features": 32, "blocks": 2, "heads": 2},
+          "large": {"features": 64, "blocks": 6, "heads": 4}},
           description="global spectral-correlation attention SR network (ESSAformer-style)")
 class SpectralCorrelationSR(nn.Module):
     """Embedding, correlation-attention blocks with a long skip, pixel-shuffle upsampling, bicubic skip."""

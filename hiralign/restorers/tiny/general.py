@@ -35,7 +35,8 @@ def unet_radius(levels: int) -> int:
     return 2 + per_level + 1 + 2**levels
 
 
-@register("general-unet", "general", small={"features": 24, "levels": 2}, large={"features": 32, "levels": 3},
+@register("tiny-unet", "general", {"small": {"features": 24, "levels": 2},
+          "large": {"features": 32, "levels": 3}},
           description="mask-aware U-Net for deblur / band completion / inpainting (mask as input)")
 class MaskAwareUNet(nn.Module):
     """U-Net on ``[x * mask, mask]`` returning ``x + g(x, mask)``; ``mask`` defaults to all observed."""

@@ -35,7 +35,8 @@ class QuasiRecurrentLayer(nn.Module):
             states[b] = h
         return torch.stack(states, dim=0).transpose(0, 2)
 
-@register("qrnn3d", "denoise", small={"features": 12, "layers": 4}, large={"features": 24, "layers": 8},
+@register("tiny-qrnn3d", "denoise", {"small": {"features": 12, "layers": 4},
+          "large": {"features": 24, "layers": 8}},
           description="3-D conv + quasi-recurrent spectral pooling (QRNN3D-style), band-count agnostic")
 class QuasiRecurrent3D(nn.Module):
     """Residual stack of alternating-direction quasi-recurrent 3-D layers; ``x_hat = y + g(y)``."""

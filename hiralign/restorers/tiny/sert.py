@@ -87,8 +87,8 @@ class SpatialSpectralBlock(nn.Module):
         return x + self.ffn(self.norm_ffn(x))
 
 
-@register("sert", "denoise", small={"features": 32, "blocks": 2, "heads": 2, "window": 8},
-          large={"features": 64, "blocks": 6, "heads": 4, "window": 8},
+@register("tiny-sert", "denoise", {"small": {"features": 32, "blocks": 2, "heads": 2, "window": 8},
+          "large": {"features": 64, "blocks": 6, "heads": 4, "window": 8}},
           description="spatial-spectral window transformer (SERT-style)")
 class SpatialSpectralTransformer(nn.Module):
     """3x3 embedding, ``blocks`` spatial-spectral blocks with a long skip, 3x3 projection, residual."""

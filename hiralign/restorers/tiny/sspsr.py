@@ -57,8 +57,8 @@ def split_scale(scale: int) -> tuple[int, int]:
     return 1, scale
 
 
-@register("sspsr", "sr", small={"features": 32, "group": 8, "overlap": 2, "branch_blocks": 2, "trunk_blocks": 2},
-          large={"features": 64, "group": 8, "overlap": 2, "branch_blocks": 4, "trunk_blocks": 4},
+@register("tiny-sspsr", "sr", {"small": {"features": 32, "group": 8, "overlap": 2, "branch_blocks": 2, "trunk_blocks": 2},
+          "large": {"features": 64, "group": 8, "overlap": 2, "branch_blocks": 4, "trunk_blocks": 4}},
           description="grouped spatial-spectral SR network with shared branches (SSPSR-style)")
 class GroupedSpectralSR(nn.Module):
     """Shared group branch (x branch_scale) + full-band trunk (x trunk_scale) + bicubic skip."""
