@@ -26,6 +26,7 @@ from hiralign.restorers.essaformer import (
     scc_feature_map,
 )
 from hiralign.restorers.inference import restore_batch
+from net_helpers import fit_losses, smooth_cubes
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -88,15 +89,6 @@ def n_params(model: nn.Module) -> int:
 def tiny(bands: int = 4, scale: int = 2, seed: int = 0, **overrides) -> essaformer.ESSAformer:
     torch.manual_seed(seed)
     return build(bands, scale, **{**TINY_CONFIG, **overrides})
-
-
-def smooth_cubes(n: int, bands: int, size: int, seed: int = 0) -> torch.Tensor:
-    """Smooth, spectrally correlated synthetic HR cubes in [0.1, 0.9]."""
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
-    phase = torch.rand(n, 1, 1, 1, generator=g) * 6.28
-    spectra = torch.linspace(0.5, 1.0, bands).view(1, bands, 1, 1)
-    return 0.5 + 0.4 * torch.sin(4 * xx + 3 * yy + phase) * spectra
 
 
 # ---------------------------------------------------------------- parameters and state_dict layout
@@ -210,14 +202,7 @@ def test_short_training_lowers_sr_loss():
     hr = smooth_cubes(2, bands, 16)
     lr = F.avg_pool2d(hr, scale)
     model = tiny(bands=bands, scale=scale)
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(30):
-        loss = F.mse_loss(model(lr), hr)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = fit_losses(model, lr, hr, 30, 2e-3)
     assert sum(losses[-5:]) / 5 < 0.3 * sum(losses[:5]) / 5
 
 

@@ -16,6 +16,7 @@ from hsir_reference import hsir_model
 
 from hiralign.restorers import mcnet
 from hiralign.restorers.inference import restore_batch
+from net_helpers import fit_losses
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*weight_norm.*:FutureWarning"), pytest.mark.usefixtures("one_torch_thread")]
 
@@ -102,14 +103,7 @@ def test_short_training_lowers_loss():
     model = mcnet.build(3, 2, **mcnet.TINY_CONFIG)
     hr = F.interpolate(torch.rand(2, 3, 4, 4), size=(12, 12), mode="bilinear", align_corners=False)
     lr = F.avg_pool2d(hr, 2)
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(25):
-        optimizer.zero_grad()
-        loss = F.l1_loss(model(lr), hr)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = fit_losses(model, lr, hr, 25, 2e-3, loss=F.l1_loss)
     assert np.mean(losses[-3:]) < 0.6 * np.mean(losses[:3])
 
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from hiralign.restorers import promptir
 from hiralign.restorers.inference import restore_batch
+from net_helpers import fit_losses, smooth_cubes
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -243,21 +244,11 @@ def test_short_training_lowers_inpainting_loss():
     and ignored): 30 Adam steps lower the loss."""
     torch.manual_seed(0)
     bands, size = 4, 16
-    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
-    spectra = torch.linspace(0.5, 1.0, bands).view(1, bands, 1, 1)
-    phase = torch.rand(2, 1, 1, 1) * 6.28
-    clean = 0.5 + 0.4 * torch.sin(3 * xx + 2 * yy + phase) * spectra
+    clean = smooth_cubes(2, bands, size, frequencies=(3, 2))
     mask = (torch.rand(2, 1, size, size) > 0.3).float().expand(-1, bands, -1, -1)
     degraded = clean * mask + 0.03 * torch.randn_like(clean)
     model = tiny(bands)
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(30):
-        loss = F.mse_loss(model(degraded, mask=mask), clean)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = fit_losses(model, degraded, clean, 30, 2e-3, mask=mask)
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
 
 

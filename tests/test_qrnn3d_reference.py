@@ -14,6 +14,7 @@ from hiralign.restorers.inference import restore_batch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hsir_reference import hsir_model
+from net_helpers import fit_losses
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -88,14 +89,7 @@ def test_a_short_training_run_lowers_the_denoising_loss():
     clean = torch.einsum("bk,nkhw->nbhw", spectra, abundance).clamp(0, 1) * 0.8
     noisy = clean + 0.1 * torch.randn(clean.shape, generator=g)
     model = tiny(bands)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(20):
-        opt.zero_grad()
-        loss = nn.functional.mse_loss(model(noisy), clean)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_losses(model, noisy, clean, 20, 2e-3)
     assert sum(losses[-5:]) < 0.5 * sum(losses[:5])
 
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from hiralign.restorers import sert
 from hiralign.restorers.inference import restore_batch
+from net_helpers import fit_losses, smooth_cubes
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -135,20 +136,10 @@ def test_stochastic_depth_only_in_training():
 def test_short_training_lowers_denoising_loss():
     torch.manual_seed(0)
     bands, size = 4, 16
-    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
-    spectra = torch.linspace(0.5, 1.0, bands).view(1, bands, 1, 1)
-    phase = torch.rand(2, 1, 1, 1) * 6.28
-    clean = 0.5 + 0.4 * torch.sin(3 * xx + 2 * yy + phase) * spectra  # smooth, spectrally correlated
+    clean = smooth_cubes(2, bands, size, frequencies=(3, 2))  # smooth, spectrally correlated
     noisy = clean + 0.1 * torch.randn_like(clean)
     model = sert.build(bands, **sert.TINY_CONFIG)
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(25):
-        loss = F.mse_loss(model(noisy), clean)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = fit_losses(model, noisy, clean, 25, 2e-3)
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
 
 

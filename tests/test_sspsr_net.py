@@ -23,6 +23,7 @@ from hiralign.restorers.sspsr import (
     band_groups,
     build,
 )
+from net_helpers import fit_losses
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -272,14 +273,7 @@ def test_training_lowers_loss():
     hr = F.interpolate(coarse, size=(16, 16), mode="bicubic", align_corners=False).clamp(0, 1)
     lr = F.avg_pool2d(hr, SCALE)
     model = tiny(seed=3)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(30):
-        opt.zero_grad()
-        loss = F.l1_loss(model(lr), hr)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_losses(model, lr, hr, 30, 1e-3, loss=F.l1_loss)
     assert losses[-1] < 0.5 * losses[0], losses
 
 

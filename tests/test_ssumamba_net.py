@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from hiralign.restorers import ssumamba
 from hiralign.restorers.inference import restore_batch
+from net_helpers import fit_losses, smooth_cubes
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -334,20 +335,10 @@ def test_alternating_and_continuous_scans_share_weights_but_differ():
 def test_short_training_lowers_denoising_loss():
     torch.manual_seed(0)
     bands, size = 4, 8
-    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
-    spectra = torch.linspace(0.5, 1.0, bands).view(1, bands, 1, 1)
-    phase = torch.rand(2, 1, 1, 1) * 6.28
-    clean = 0.5 + 0.4 * torch.sin(3 * xx + 2 * yy + phase) * spectra  # smooth, spectrally correlated
+    clean = smooth_cubes(2, bands, size, frequencies=(3, 2))  # smooth, spectrally correlated
     noisy = clean + 0.1 * torch.randn_like(clean)
     model = ssumamba.build(bands, **ssumamba.TINY_CONFIG)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(20):
-        loss = F.mse_loss(model(noisy), clean)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = fit_losses(model, noisy, clean, 20, 3e-3)
     assert sum(losses[-3:]) / 3 < 0.2 * sum(losses[:3]) / 3
 
 

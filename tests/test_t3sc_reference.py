@@ -13,6 +13,7 @@ from hsir_reference import hsir_model
 
 from hiralign.restorers import t3sc
 from hiralign.restorers.inference import restore_batch
+from net_helpers import fit_losses
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -107,14 +108,7 @@ def test_short_training_lowers_denoising_loss():
     model = t3sc.build(8, **t3sc.TINY_CONFIG)
     clean = smooth_cube(2, 8, 12, seed=1)
     noisy = clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(2))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(25):
-        opt.zero_grad()
-        loss = torch.nn.functional.mse_loss(model(noisy), clean)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_losses(model, noisy, clean, 25, 1e-2)
     assert losses[-1] < 0.5 * losses[0]
     with torch.no_grad():  # and it denoises: better than the noisy input itself
         assert torch.nn.functional.mse_loss(model(noisy), clean) < torch.nn.functional.mse_loss(noisy, clean)
