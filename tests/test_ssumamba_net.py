@@ -201,6 +201,16 @@ def test_pure_torch_scan_known_answer(chunk_size):
     assert (got - expected).abs().max() <= 1e-10
 
 
+@pytest.mark.parametrize("chunk_size", [2, 3])
+def test_pure_torch_scan_recurses_over_chunks_exactly(chunk_size):
+    # 70 steps in chunks of 2 or 3: the chunk-entry states are themselves solved over several
+    # recursion levels (35 -> 18 -> 9 ... chunks), with padding at every level
+    args = random_scan_inputs(seed=3, batch=1, d=2, n=3, length=70)
+    expected = naive_selective_scan(**args)
+    got = ssumamba.chunked_selective_scan(**args, delta_softplus=True, chunk_size=chunk_size)
+    assert (got - expected).abs().max() <= 1e-10
+
+
 def test_scan_without_skip_gate_and_softplus_is_plain_linear_recurrence():
     args = random_scan_inputs(seed=1, batch=1, d=2, n=3, length=6)
     delta = args["delta"].abs()

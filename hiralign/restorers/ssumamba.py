@@ -132,7 +132,7 @@ PAPER_PARAMETERS = 10_372_225
 def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                    D: torch.Tensor | None = None, z: torch.Tensor | None = None,
                    delta_bias: torch.Tensor | None = None, delta_softplus: bool = False,
-                   chunk_size: int = 32, backend: str = "auto") -> torch.Tensor:
+                   chunk_size: int = 4, backend: str = "auto") -> torch.Tensor:
     """The selective SSM ``y = SSM(A, B, C, Delta)(u)`` (Mamba, Algorithm 2), with the argument
     convention of ``mamba_ssm.selective_scan_fn``.
 
@@ -156,17 +156,13 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
 def chunked_selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                            C: torch.Tensor, D: torch.Tensor | None = None, z: torch.Tensor | None = None,
                            delta_bias: torch.Tensor | None = None, delta_softplus: bool = False,
-                           chunk_size: int = 32) -> torch.Tensor:
+                           chunk_size: int = 4) -> torch.Tensor:
     """Pure-torch selective scan, exact up to rounding (arguments as :func:`selective_scan`).
 
     Discretisation (Mamba Eq. 4, zero-order hold for ``A``; ``B`` as ``Delta B`` like the official
     kernels): ``Abar_t = exp(Delta_t A)``, ``Bbar_t u_t = Delta_t B_t u_t``. Recurrence (Eq. 2a-2b):
-    ``h_t = Abar_t h_{t-1} + Bbar_t u_t``, ``y_t = C_t h_t + D u_t``.
-
-    The sequence is cut into chunks of ``chunk_size`` steps; inside a chunk the recurrence is
-    unrolled in closed form, ``h_t = exp(P_t) h_0 + sum_{s<=t} exp(P_t - P_s) Bbar_s u_s`` with the
-    cumulative log-decay ``P_t = sum_{r<=t} Delta_r A`` (all exponents <= 0: stable), and the state
-    is carried sequentially from chunk to chunk.
+    ``h_t = Abar_t h_{t-1} + Bbar_t u_t``, ``y_t = C_t h_t + D u_t``; the states come from
+    :func:`diagonal_recurrence`.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -182,28 +178,45 @@ def chunked_selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor
         delta = delta + delta_bias.to(work)[:, None]
     if delta_softplus:
         delta = F.softplus(delta)
-    batch, d, length = u.shape
-    n = A.shape[-1]
-    h = u.new_zeros(batch, d, n)
-    outputs = []
-    for start in range(0, length, chunk_size):
-        span = slice(start, min(start + chunk_size, length))
-        dt = delta[:, :, span]  # (b, d, T)
-        steps = dt.shape[-1]
-        log_decay = torch.cumsum(dt[..., None] * A[:, None, :], dim=2)  # P_t: (b, d, T, n)
-        drive = (dt * u[:, :, span])[..., None] * B[:, None, span, :]  # Bbar_s u_s: (b, d, T, n)
-        causal = torch.ones(steps, steps, dtype=torch.bool, device=u.device).tril()[:, :, None]  # s <= t
-        gap = log_decay[:, :, :, None, :] - log_decay[:, :, None, :, :]  # P_t - P_s: (b, d, T, T, n)
-        transfer = torch.exp(torch.where(causal, gap, torch.full_like(gap, -math.inf)))
-        states = torch.exp(log_decay) * h[:, :, None, :] + torch.einsum("bdtsn,bdsn->bdtn", transfer, drive)
-        outputs.append(torch.einsum("bdtn,btn->bdt", states, C[:, span, :]))
-        h = states[:, :, -1, :]
-    y = torch.cat(outputs, dim=-1)
+    log_decay = delta[..., None] * A[:, None, :]  # log Abar_t: (b, d, l, n)
+    drive = (delta * u)[..., None] * B[:, None]  # Bbar_t u_t: (b, d, l, n)
+    states = diagonal_recurrence(log_decay, drive, chunk_size)
+    y = torch.einsum("bdln,bln->bdl", states, C)  # Eq. 2b
     if D is not None:
         y = y + D.to(work)[:, None] * u
     if z is not None:
         y = y * F.silu(z.to(work))
     return y.to(dtype)
+
+
+def diagonal_recurrence(log_decay: torch.Tensor, drive: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """All states of ``h_t = exp(log_decay_t) * h_{t-1} + drive_t`` (``h_0 = 0``) along dim -2.
+
+    The sequence is cut into chunks of ``chunk_size`` steps, all solved at once in closed form,
+    ``h_t = sum_{s<=t} exp(P_t - P_s) drive_s`` with the within-chunk cumulative log-decay
+    ``P_t = sum_{r<=t} log_decay_r`` (all exponents <= 0: stable); the state entering each chunk is
+    the same recurrence one level up (chunk decays ``P_T``, chunk drives = end states), solved
+    recursively, and is carried in as ``exp(P_t) h_in``. The closed form costs ``chunk_size`` times
+    the sequence in memory and time, the recursion ``log_chunk_size(length)`` levels: small chunks
+    (the default 4) are fastest on CPU (tiny SSUMamba, one 2 x 31 x 16 x 16 training step on
+    two threads: 0.77 s at 4, 2.6 s at 32).
+    """
+    length, size = log_decay.shape[-2], chunk_size
+    chunks = -(-length // size)
+    pad = chunks * size - length
+    if pad:  # decay 1 and drive 0 after the end: the states of the real steps are unchanged
+        log_decay, drive = F.pad(log_decay, (0, 0, 0, pad)), F.pad(drive, (0, 0, 0, pad))
+    lead = log_decay.shape[:-2]
+    cumulative = torch.cumsum(log_decay.reshape(*lead, chunks, size, -1), dim=-2)  # P_t: (..., c, T, n)
+    gap = cumulative[..., :, None, :] - cumulative[..., None, :, :]  # P_t - P_s: (..., c, T, T, n)
+    causal = torch.ones(size, size, dtype=torch.bool, device=gap.device).tril()[:, :, None]  # s <= t
+    transfer = torch.exp(gap.masked_fill(~causal, -math.inf))
+    local = torch.einsum("...tsn,...sn->...tn", transfer, drive.reshape(*lead, chunks, size, -1))
+    if chunks > 1:
+        ends = diagonal_recurrence(cumulative[..., -1, :], local[..., -1, :], max(size, 2))  # after chunk c
+        entering = F.pad(ends[..., :-1, :], (0, 0, 1, 0))  # state entering chunk c (0 for the first)
+        local = local + torch.exp(cumulative) * entering[..., None, :]
+    return local.reshape(*lead, chunks * size, -1)[..., :length, :]
 
 
 class Mamba(nn.Module):
@@ -216,7 +229,7 @@ class Mamba(nn.Module):
     def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  dt_rank: int | str = "auto", dt_min: float = 0.001, dt_max: float = 0.1,
                  dt_init_floor: float = 1e-4, conv_bias: bool = True, bias: bool = False,
-                 bidirectional: bool = True, chunk_size: int = 32, scan_backend: str = "auto"):
+                 bidirectional: bool = True, chunk_size: int = 4, scan_backend: str = "auto"):
         super().__init__()
         self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
         self.d_inner = int(expand * d_model)
@@ -304,7 +317,7 @@ class SpatialSpectralMamba(nn.Module):
     (official ``MambaLayer``). Output has the input's shape."""
 
     def __init__(self, dim: int, order: str, continuous: bool, d_state: int = 16, d_conv: int = 4,
-                 expand: int = 2, bidirectional: bool = True, chunk_size: int = 32):
+                 expand: int = 2, bidirectional: bool = True, chunk_size: int = 4):
         super().__init__()
         self.dim, self.order, self.continuous = dim, order, continuous
         self.permutation = axis_permutation(order)
@@ -469,7 +482,7 @@ class SpatialSpectralUMamba(nn.Module):
                  kernel_sizes, strides, n_conv_per_stage: Sequence[int], n_conv_per_stage_decoder: Sequence[int],
                  scan_orders: Sequence[str], continuous_scan: bool, num_classes: int | None = None,
                  d_state: int = 16, d_conv: int = 4, expand: int = 2, bidirectional: bool = True,
-                 chunk_size: int = 32):
+                 chunk_size: int = 4):
         super().__init__()
         num_classes = input_channels if num_classes is None else num_classes
         if num_classes != input_channels:
