@@ -372,3 +372,20 @@ def test_tiling_not_exact_and_window_blend_bounded():
         assert tiled.shape == full.shape and torch.isfinite(tiled).all()
         assert difference.max() > 1e-3  # not exact
         assert difference.mean() < 0.5 * correction
+
+
+def test_checkpoint_of_the_registered_net_round_trips_despite_its_aliased_modules(tmp_path):
+    # the official decoder holds the encoder: state_dict entries share memory, which safetensors
+    # refuses; the checkpoint stores copies and loading gives the same network back
+    from hiralign import restorers
+    from hiralign.train.checkpoint import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    net = restorers.get("ssumamba", 31, "denoise-complex", size="tiny").eval()
+    state = net.state_dict()
+    assert len({v.untyped_storage().data_ptr() for v in state.values()}) < len(state)  # aliased
+    path = save_checkpoint(tmp_path / "ssumamba.safetensors", net)
+    loaded = load_checkpoint(path, bands=31, task="denoise-complex").model.eval()
+    x = torch.rand(1, 31, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net(x))

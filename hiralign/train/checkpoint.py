@@ -48,12 +48,27 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: dict | None = No
     full = {"format": CHECKPOINT_FORMAT, **getattr(model, "build_config", {}), **(config or {}),
             "code_version": hiralign.__version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = unshared(model.state_dict())
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     save_file(state, str(tmp), metadata={"hiralign": json.dumps(full, default=_json_default)})
     os.replace(tmp, path)
     return path
+
+
+def unshared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` on the CPU with every tensor in memory of its own. safetensors refuses tensors that
+    share memory, as the entries of a network reaching one module by two names do (the official
+    SSUMamba's decoder holds its encoder); each alias is stored as a copy, and loading fills every
+    name with the same values."""
+    seen: set[int] = set()
+    out = {}
+    for key, value in state.items():
+        value = value.detach().cpu()
+        pointer = value.untyped_storage().data_ptr()
+        out[key] = value.clone() if pointer in seen else value.contiguous()
+        seen.add(pointer)
+    return out
 
 
 def read_checkpoint_config(path: str | Path) -> dict:
