@@ -9,7 +9,7 @@ JUPYTER_HOOK := $(VENV)/etc/jupyter/jupyter_server_config.py
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo test env lab notebooks git-hygiene git-refresh clean-runs
+.PHONY: demo test test-slurm env lab notebooks git-hygiene git-refresh clean-runs
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,6 +28,12 @@ demo: env
 
 test: env
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The grid against a real single-node SLURM cluster started (and stopped) by the tests, with fault
+# injection (tests/test_slurm_cluster.py): needs root; installs slurmctld slurmd slurm-client munge
+# with apt-get when missing. Bounded: it can never hang.
+test-slurm: env
+	HIRALIGN_SLURM_TESTS=1 timeout 900 $(PY) -m pytest -q -p no:cacheprovider tests/test_slurm_cluster.py $(PYTEST_ARGS)
 
 # JupyterLab on the notebooks, run in place (outputs stay in the working copy, never reach git).
 lab: env

@@ -1,4 +1,5 @@
-"""Where the runs of a table grid execute: here (a process pool) or on a SLURM cluster (submitit).
+"""Where the runs of a table grid execute: here (a process pool) or on a SLURM cluster (submitit,
+:mod:`hiralign.slurm`).
 
 A :class:`RunJob` is one experiment of a table: a resolved parameter file (``params.yaml`` in its
 own run directory) that :func:`execute_run` feeds to :func:`hiralign.pipeline.run_pipeline`. The
@@ -117,50 +118,3 @@ def run_local(jobs: Sequence[RunJob], workers: int = 1, log: Log = print) -> lis
                                                 error=f"worker process failed: {type(err).__name__}: {err}")
             log(f"[{job.name}] {'finished' if outcomes[job.name].ok else 'FAILED'}")
     return [outcomes[job.name] for job in jobs]
-
-
-@dataclass(frozen=True)
-class SlurmSettings:
-    """Resources of each SLURM job (submitit parameters). ``cluster``: ``None`` lets submitit pick
-    (SLURM when ``sbatch`` exists), ``"local"`` runs the jobs as local subprocesses (tests),
-    ``"debug"`` runs them in this process."""
-
-    folder: Path
-    cluster: str | None = None
-    timeout_min: int = 240
-    gpus_per_node: int = 1
-    cpus_per_task: int = 8
-    mem_gb: int = 32
-    partition: str | None = None
-    parallelism: int = 8  # at most this many of the table's jobs run at once
-
-    def parameters(self) -> dict:
-        params = {"timeout_min": self.timeout_min, "gpus_per_node": self.gpus_per_node,
-                  "cpus_per_task": self.cpus_per_task, "mem_gb": self.mem_gb,
-                  "slurm_array_parallelism": self.parallelism}
-        if self.partition:
-            params["slurm_partition"] = self.partition
-        return params
-
-
-def run_slurm(jobs: Sequence[RunJob], settings: SlurmSettings, log: Log = print) -> list[RunOutcome]:
-    """Submit ``jobs`` through submitit (one SLURM job each), wait, and collect their outcomes."""
-    import submitit
-
-    executor = submitit.AutoExecutor(folder=settings.folder, cluster=settings.cluster)
-    executor.update_parameters(name="hiralign-reproduce", **settings.parameters())
-    submitted = []
-    for job in jobs:
-        handle = executor.submit(execute_run, job)
-        log(f"[{job.name}] submitted as {executor.cluster} job {handle.job_id} (logs: {settings.folder})")
-        submitted.append((job, handle))
-    outcomes = []
-    for job, handle in submitted:
-        try:
-            outcome = handle.result()
-        except Exception as err:  # noqa: BLE001 -- the job died (timeout, OOM, node failure)
-            outcome = RunOutcome(job.name, job.run_dir, ok=False, seconds=0.0,
-                                 error=f"{executor.cluster} job {handle.job_id} failed: {type(err).__name__}: {err}")
-        log(f"[{job.name}] {'finished' if outcome.ok else 'FAILED'} ({executor.cluster} job {handle.job_id})")
-        outcomes.append(outcome)
-    return outcomes

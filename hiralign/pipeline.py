@@ -291,6 +291,14 @@ def run_pipeline(
     return run_dir
 
 
+def pending_stages(config: RunConfig, notebooks_dir: Path | str = "notebooks") -> list[str]:
+    """The stages :func:`run_pipeline` would not skip: those whose record is missing or not current
+    for the resolved parameters (a run with none pending is complete)."""
+    resolved = validate_config(config, Path(notebooks_dir).resolve())
+    run_dir = resolve_run_dir(config.run_dir)
+    return [stage for stage, params in resolved.items() if not status(run_dir, stage, params).current]
+
+
 def _run_stages(resolved: dict[str, dict[str, Any]], run_dir: Path, notebooks_dir: Path, force: bool,
                 log: Callable[[str], None], cache_dir: Path | str | None) -> None:
     upstream = ""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import nbformat
@@ -27,7 +26,7 @@ from hiralign.executors import RunJob, RunOutcome
 from hiralign.paper_numbers import agreement, improvement, load_paper_numbers, paper_direction
 from hiralign.replicates import replicate_dirs, replicate_seed
 from hiralign.stages import STAGES
-from stage_helpers import make_standin_notebooks
+from grid_helpers import experiment, make_standin_grid
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params" / "paper"
@@ -197,70 +196,13 @@ def test_cli_paper_profile_reports_missing_datasets(capsys):
 # ----------------------------------------------------------------------------- a stand-in grid
 
 
-#: Stage 05 of the stand-ins writes 05_metrics.json in the layout of hiralign.evaluate.write_metrics,
-#: its adapted scores offset by the `epochs` of stage 04 (the knob the three experiments turn), the
-#: images spread around the means, and every score of a replicate (a derived seed) shifted a little.
-STANDIN_METRICS = """\
-import json
-from hiralign.store import read_params
-v = int(read_params(Path(run_dir, "04_finetune.h5"))["epochs"])
-jitter = 0.01 * (int(seed) % 5)  # seed 0 (a single run, replicate 0) adds nothing
-per_image = []
-for split, n in (("observed", 4), ("unobserved", 8)):
-    for i in range(n):
-        spread = 0.1 * (i - (n - 1) / 2)  # mean zero over a split
-        per_image.append(["source-only", split, f"{split}{i}", 30.0 + spread + jitter, 0.90, 10.0])
-        per_image.append(["adapted", split, f"{split}{i}", 30.0 + v + spread + jitter, 0.90 + 0.01 * v, 10.0 - v])
-rows = []
-for split in ("observed", "unobserved", "total"):
-    rows.append(["source-only", "", split, 2, 30.0 + jitter, 0.90, 10.0])
-    rows.append(["adapted", "", split, 2, 30.0 + v + jitter, 0.90 + 0.01 * v, 10.0 - v])
-payload = {"provenance": {"device": device, "created": "2024-01-01T00:00:00+00:00",
-                          "code_version": {"hiralign": "0.1.0", "git_commit": "abcdef0123456789"}},
-           "tables": {"summary": {"columns": ["method", "training", "split", "n", "psnr", "ssim", "sam"], "rows": rows},
-                      "per_image": {"columns": ["method", "split", "image", "psnr", "ssim", "sam"], "rows": per_image}}}
-Path(run_dir, "05_metrics.json").write_text(json.dumps(payload))
-"""
-
-
-def experiment(row: str, value: int) -> dict:
-    finetune = {"epochs": value}
-    return {"title": row, "dataset": "CAVE", "task": "denoise-gaussian", "paper_backbone": "T3SC", "backbone": "spectral-cnn",
-            "generator": "jitter", "mapping": "T3SC -> spectral-cnn (stand-in)",
-            "cells": [{"row": row, "group": "Denoising", "measure": "adapted"}],
-            "stages": {"04_finetune": finetune}, "profiles": {"mini": {}, "paper": {}}}
-
-
 @pytest.fixture
 def grid(tmp_path):
-    """A table6 with three stand-in experiments that differ only in stage 04 (like the real one)."""
-    notebooks = tmp_path / "notebooks"
-    notebooks.mkdir()
+    """A table6 with three stand-in experiments that differ only in stage 04 (like the real one);
+    the 'generated' run fails in stage 04 while the file ``stop`` exists."""
     stop = tmp_path / "stop"
     interrupt = f'if Path(run_dir).name == "generated" and Path({str(stop)!r}).exists():\n    raise RuntimeError("interrupted on purpose")\n'
-    make_standin_notebooks(notebooks, extra={"04_finetune": interrupt, "05_evaluate": STANDIN_METRICS})
-    root = tmp_path / "params"
-    (root / "table6").mkdir(parents=True)
-    shutil.copy(PARAMS / "paper_numbers.yaml", root / "paper_numbers.yaml")
-    defaults = {
-        "profiles": {
-            "mini": {"label": "mini (synthetic stand-in)", "device": "cpu", "seed": 0, "stages": {"00_data": {"n_source_test": 3}},
-                     "slurm": {"gpus_per_node": 0, "cpus_per_task": 1, "mem_gb": 1, "timeout_min": 10}},
-            "paper": {"label": "paper", "device": "cuda", "seed": 0},
-        },
-        "datasets": {"CAVE": {"mini": {"dataset_label": "synthetic stand-in for CAVE"},
-                              "paper": {"dataset_label": "data/cave", "requires": ["data/cave", "data/icvl"],
-                                        "stages": {"00_data": {"dataset": "data/cave"}}}}},
-        "origins": {"data/cave": {"name": "CAVE", "get": "https://www.cs.columbia.edu/CAVE/databases/multispectral/"}},
-    }
-    (root / rp.DEFAULTS_FILE).write_text(yaml.safe_dump(defaults))
-    (root / "table6" / rp.TABLE_FILE).write_text(yaml.safe_dump({
-        "comparisons": [["Proxy only", "Proxy + Generated"], ["Generated only", "Proxy + Generated"]],
-        "not_reproduced": {}}))
-    for name, exp in {"proxy": experiment("Proxy only", 1), "generated": experiment("Generated only", 4),
-                      "mixed": experiment("Proxy + Generated", 3)}.items():
-        (root / "table6" / f"{name}.yaml").write_text(yaml.safe_dump(exp))
-    kw = dict(params_root=root, notebooks_dir=notebooks, log=lambda m: None)
+    kw = dict(make_standin_grid(tmp_path, interrupt), log=lambda m: None)
     return kw, tmp_path, stop
 
 

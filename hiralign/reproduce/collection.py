@@ -23,6 +23,13 @@ def _norm(text: Any) -> str:
     return re.sub(r"[\s_]+", "-", str(text).strip().lower())
 
 
+def one_line(error: str, limit: int = 600) -> str:
+    """A run's whole error on one line of a table cell: its lines joined by `` / `` (``|`` would end
+    the Markdown cell), cut at ``limit`` characters."""
+    text = " / ".join(line.strip() for line in error.replace("|", "/").splitlines() if line.strip())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def measured(metrics: dict, measure: str, split: str) -> dict[str, float] | None:
     """PSNR / SSIM / SAM of ``measure`` (a method: ``source-only``, ``adapted``, ...) on ``split``
     from a ``05_metrics.json`` payload (``{"tables": {name: {"columns", "rows"}}}``); None if absent.
@@ -92,7 +99,7 @@ def replicate_means(exp: Experiment, cell: Cell, outcomes: dict[str, RunOutcome]
         outcome = outcomes.get(job_name(exp, k, replicates))
         path = run_dir / RESULT_FILE
         if outcome is not None and not outcome.ok:
-            problems[k] = f"run failed ({outcome.error.splitlines()[0][:160]})" if outcome.error else "run failed"
+            problems[k] = f"run failed ({one_line(outcome.error)})" if outcome.error else "run failed"
         elif not path.exists():
             problems[k] = "not run"
         else:

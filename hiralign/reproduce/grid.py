@@ -9,12 +9,13 @@ from pathlib import Path
 
 import yaml
 
-from hiralign.executors import EXECUTORS, RunJob, RunOutcome, SlurmSettings, run_local, run_slurm
+from hiralign.executors import EXECUTORS, RunJob, RunOutcome, run_local
 from hiralign.paper_numbers import load_paper_numbers
 from hiralign.pipeline import PipelineError, load_config, validate_config
 from hiralign.reproduce.collection import collect, compare
 from hiralign.reproduce.planning import check_datasets, leaders_first, plan
 from hiralign.reproduce.render import write_results
+from hiralign.slurm import SlurmSettings, run_slurm
 from hiralign.reproduce.spec import (DATA_ROOT, DEFAULTS_FILE, NOTEBOOKS_DIR, PARAMS_ROOT, Log, ReproduceError,
                                      _read_yaml, load_table)
 from hiralign.store import write_text_atomic
