@@ -31,9 +31,10 @@ test: env
 
 # The grid against a real single-node SLURM cluster started (and stopped) by the tests, with fault
 # injection (tests/test_slurm_cluster.py): needs root; installs slurmctld slurmd slurm-client munge
-# with apt-get when missing. Bounded: it can never hang.
+# (and slurmdbd mariadb-server for the accounting tests) with apt-get when missing. Bounded: it can
+# never hang.
 test-slurm: env
-	HIRALIGN_SLURM_TESTS=1 timeout 900 $(PY) -m pytest -q -p no:cacheprovider tests/test_slurm_cluster.py $(PYTEST_ARGS)
+	HIRALIGN_SLURM_TESTS=1 timeout 900 $(PY) -m pytest -q -p no:cacheprovider tests/test_slurm_cluster.py tests/test_slurm_accounting.py $(PYTEST_ARGS)
 
 # JupyterLab on the notebooks, run in place (outputs stay in the working copy, never reach git).
 lab: env

@@ -1,5 +1,6 @@
 """A real single-node SLURM cluster for the tests (``make test-slurm``): munge, slurmctld and slurmd
-from the distribution's packages, configured and started in a temporary folder, stopped on exit.
+(and, with job accounting, a MariaDB server and slurmdbd) from the distribution's packages,
+configured and started in a temporary folder, stopped on exit.
 
 Nothing outside the folder is touched: the daemons get their configuration (``slurm.conf``), munge
 key and socket, spool and state directories, pid and log files there, and the client commands find
@@ -18,44 +19,58 @@ import subprocess
 import time
 from pathlib import Path
 
-#: Debian packages of the daemons and client commands (installed by :func:`install_packages`).
+#: Debian packages of the daemons and client commands (installed by :func:`install_packages`);
+#: job accounting adds slurmdbd and its MariaDB.
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
+ACCOUNTING_PACKAGES = ("slurmdbd", "mariadb-server")
 DAEMONS = {"munged": "/usr/sbin/munged", "slurmctld": "/usr/sbin/slurmctld", "slurmd": "/usr/sbin/slurmd"}
-CLIENTS = ("sbatch", "squeue", "scancel", "sinfo")
+ACCOUNTING_DAEMONS = {"mariadbd": "/usr/sbin/mariadbd", "slurmdbd": "/usr/sbin/slurmdbd"}
+CLIENTS = ("sbatch", "squeue", "scancel", "sinfo", "sacct")
 PARTITION = "debug"
 
 
-def missing_programs() -> list[str]:
-    return [p for p in (*DAEMONS.values(), *CLIENTS) if shutil.which(p) is None]
+def missing_programs(accounting: bool = False) -> list[str]:
+    wanted = (*DAEMONS.values(), *CLIENTS, *(ACCOUNTING_DAEMONS.values() if accounting else ()))
+    return [p for p in wanted if shutil.which(p) is None]
 
 
-def install_packages(timeout: float = 600) -> str:
-    """Install :data:`PACKAGES` with apt-get when they are missing (root only); '' or why not."""
-    if not missing_programs():
+def install_packages(accounting: bool = False, timeout: float = 600) -> str:
+    """Install :data:`PACKAGES` (and :data:`ACCOUNTING_PACKAGES`) with apt-get when they are missing
+    (root only); '' or why not."""
+    if not missing_programs(accounting):
         return ""
     if os.geteuid() != 0:
         return "SLURM is not installed and installing it needs root"
     if shutil.which("apt-get") is None:
         return "SLURM is not installed and there is no apt-get to install it"
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for command in (["apt-get", "install", "-y", "-q", *PACKAGES], ["apt-get", "update", "-q"],
-                    ["apt-get", "install", "-y", "-q", *PACKAGES]):
+    packages = [*PACKAGES, *(ACCOUNTING_PACKAGES if accounting else ())]
+    for command in (["apt-get", "install", "-y", "-q", *packages], ["apt-get", "update", "-q"],
+                    ["apt-get", "install", "-y", "-q", *packages]):
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
         if done.returncode == 0 and command[1] == "install":
             break
-    still = missing_programs()
+    still = missing_programs(accounting)
     return f"apt-get could not install {', '.join(still)}" if still else ""
 
 
-def unavailable() -> str:
+def unavailable(accounting: bool = False) -> str:
     """Why a cluster cannot be started here ('' when it can)."""
     if os.geteuid() != 0:
         return "a real SLURM cluster needs root (slurmd, munge key ownership)"
-    return install_packages()
+    return install_packages(accounting)
 
 
-def _conf(root: Path, cpus: int, memory_mb: int) -> str:
-    host = socket.gethostname().split(".")[0]
+def _host() -> str:
+    return socket.gethostname().split(".")[0]
+
+
+def _conf(root: Path, cpus: int, memory_mb: int, dbd_port: int | None) -> str:
+    host = _host()
+    # AccountingStoragePass: the munge socket for the connections to slurmdbd (AuthInfo is not used there)
+    storage = (f"AccountingStorageType=accounting_storage/slurmdbd\nAccountingStorageHost=127.0.0.1\n"
+               f"AccountingStoragePort={dbd_port}\nAccountingStoragePass={root}/munge/munge.socket\n"
+               if dbd_port else "AccountingStorageType=accounting_storage/none\n")
     return f"""\
 ClusterName=hiralign-test
 SlurmctldHost={host}(127.0.0.1)
@@ -84,8 +99,7 @@ KillWait=5
 InactiveLimit=0
 MinJobAge=5
 JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-MpiDefault=none
+{storage}MpiDefault=none
 NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
 PartitionName={PARTITION} Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """
@@ -97,9 +111,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(command: list[str], log: Path) -> None:
+def _start(command: list[str], log: Path, env: dict | None = None) -> None:
     with open(log, "ab") as out:
-        subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=True, timeout=30)
+        subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=True, timeout=60, env=env)
 
 
 def _wait_until(predicate, timeout: float, what: str, log: Path) -> None:
@@ -118,10 +132,11 @@ def _node_idle(env: dict) -> bool:
 
 
 @contextlib.contextmanager
-def cluster(root: Path, cpus: int = 2, memory_mb: int = 4000):
+def cluster(root: Path, cpus: int = 2, memory_mb: int = 4000, accounting: bool = False):
     """Start munged, slurmctld and slurmd configured under ``root``; yield the environment the
-    client commands need (``SLURM_CONF``); stop the three daemons on exit. Without job accounting
-    (``sacct`` answers "accounting storage is disabled"), as on many small clusters."""
+    client commands need (``SLURM_CONF``); stop the daemons on exit. Without ``accounting``
+    ``sacct`` answers "accounting storage is disabled", as on many small clusters; with it a
+    MariaDB server and slurmdbd run under ``root`` too and ``sacct`` reports every job."""
     root = Path(root)
     for sub in ("munge", "state", "spool"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -129,25 +144,98 @@ def cluster(root: Path, cpus: int = 2, memory_mb: int = 4000):
     key.write_bytes(os.urandom(1024))
     key.chmod(0o400)
     conf = root / "slurm.conf"
-    conf.write_text(_conf(root, cpus, memory_mb))
+    dbd_port = _free_port() if accounting else None
+    conf.write_text(_conf(root, cpus, memory_mb, dbd_port))
     env = dict(os.environ, SLURM_CONF=str(conf))
     pids: dict[str, Path] = {}
+    with contextlib.ExitStack() as stack:
+        try:
+            _start([DAEMONS["munged"], "--force", f"--key-file={key}", f"--socket={root}/munge/munge.socket",
+                    f"--pid-file={root}/munged.pid", f"--log-file={root}/munged.log", f"--seed-file={root}/munge/seed"],
+                   root / "munged.log")
+            pids["munged"] = root / "munged.pid"
+            if accounting:
+                stack.enter_context(_database(root / "db"))
+                pids["slurmdbd"] = root / "slurmdbd.pid"
+                _start_slurmdbd(root, env, dbd_port)
+            _start([DAEMONS["slurmctld"], "-f", str(conf), "-i"], root / "slurmctld.start.log")
+            pids["slurmctld"] = root / "slurmctld.pid"
+            _start([DAEMONS["slurmd"], "-f", str(conf)], root / "slurmd.start.log")
+            pids["slurmd"] = root / "slurmd.pid"
+            _wait_until(lambda: _node_idle(env), 60, "the node did not become idle", root / "slurmctld.log")
+            yield env
+        finally:
+            subprocess.run(["scancel", "--full", "-u", "root"], env=env, capture_output=True, timeout=20)
+            for name in ("slurmd", "slurmctld", "slurmdbd", "munged"):
+                if name in pids:
+                    _stop(pids[name])
+
+
+#: The accounting database's user (local to the temporary MariaDB server).
+DB_USER, DB_PASSWORD = "slurm", "hiralign-test"
+
+
+@contextlib.contextmanager
+def _database(folder: Path):
+    """A MariaDB server of its own in ``folder`` (TCP on 127.0.0.1 only), with slurmdbd's user."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _start(["mariadb-install-db", "--no-defaults", f"--datadir={folder}/data", "--user=root",
+            "--auth-root-authentication-method=socket"], folder / "install.log")
+    port = _free_port()
+    (folder / "port").write_text(str(port))
+    with open(folder / "server.log", "ab") as log:
+        server = subprocess.Popen([ACCOUNTING_DAEMONS["mariadbd"], "--no-defaults", f"--datadir={folder}/data",
+                                   f"--socket={folder}/db.sock", f"--pid-file={folder}/db.pid", f"--port={port}",
+                                   "--bind-address=127.0.0.1", "--user=root"], stdout=log, stderr=subprocess.STDOUT)
     try:
-        _start([DAEMONS["munged"], "--force", f"--key-file={key}", f"--socket={root}/munge/munge.socket",
-                f"--pid-file={root}/munged.pid", f"--log-file={root}/munged.log", f"--seed-file={root}/munge/seed"],
-               root / "munged.log")
-        pids["munged"] = root / "munged.pid"
-        _start([DAEMONS["slurmctld"], "-f", str(conf), "-i"], root / "slurmctld.start.log")
-        pids["slurmctld"] = root / "slurmctld.pid"
-        _start([DAEMONS["slurmd"], "-f", str(conf)], root / "slurmd.start.log")
-        pids["slurmd"] = root / "slurmd.pid"
-        _wait_until(lambda: _node_idle(env), 60, "the node did not become idle", root / "slurmctld.log")
-        yield env
+        client = ["mariadb", "--no-defaults", "-S", f"{folder}/db.sock", "-u", "root", "-e"]
+        _wait_until(lambda: subprocess.run([*client, "SELECT 1"], capture_output=True, timeout=10).returncode == 0,
+                    60, "MariaDB did not accept connections", folder / "server.log")
+        subprocess.run([*client, f"CREATE USER '{DB_USER}'@'127.0.0.1' IDENTIFIED BY '{DB_PASSWORD}'; "
+                                 f"GRANT ALL ON slurm_acct_db.* TO '{DB_USER}'@'127.0.0.1';"], check=True, timeout=30)
+        yield port
     finally:
-        subprocess.run(["scancel", "--full", "-u", "root"], env=env, capture_output=True, timeout=20)
-        for name in ("slurmd", "slurmctld", "munged"):
-            if name in pids:
-                _stop(pids[name])
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+
+
+def _start_slurmdbd(root: Path, env: dict, port: int) -> None:
+    """slurmdbd on ``port`` (its configuration beside slurm.conf, mode 600 as it demands), and the
+    cluster registered in it."""
+    dbd = root / "slurmdbd.conf"
+    dbd.write_text(f"""\
+AuthType=auth/munge
+AuthInfo=socket={root}/munge/munge.socket
+DbdHost={_host()}
+DbdAddr=127.0.0.1
+DbdPort={port}
+SlurmUser=root
+PidFile={root}/slurmdbd.pid
+LogFile={root}/slurmdbd.log
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort={(root / "db" / "port").read_text()}
+StorageUser={DB_USER}
+StoragePass={DB_PASSWORD}
+StorageLoc=slurm_acct_db
+""")
+    dbd.chmod(0o600)
+    _start([ACCOUNTING_DAEMONS["slurmdbd"]], root / "slurmdbd.start.log", env)
+    answers: list[str] = []
+
+    def registered() -> bool:
+        done = subprocess.run(["sacctmgr", "-i", "add", "cluster", "hiralign-test"], env=env, capture_output=True,
+                              text=True, timeout=20)
+        answers.append(done.stderr.strip())
+        return done.returncode == 0 or "already exists" in done.stdout + done.stderr
+    try:
+        _wait_until(registered, 60, "slurmdbd did not register the cluster", root / "slurmdbd.log")
+    except RuntimeError as err:
+        raise RuntimeError(f"{err}\nsacctmgr: {answers[-1] if answers else ''}") from None
 
 
 def _stop(pid_file: Path, timeout: float = 20) -> None:
