@@ -8,6 +8,14 @@ centre-cropped for sizes below 256, as is at 256, bilinearly upsampled (2x for 5
 is ``demo_guide`` of its proxy RGB (flip + circular shift up to 8 px + colour jitter + 0.5 px blur).
 
     python benchmarks/warp.py --sizes 128 256 512 --indexes flat ivf --modes paper coherent --device cpu --out results/
+
+``--batched`` measures instead the G guides of one proxy (``--guides``, default 3, ``demo_guide``
+seeds 0..G-1) warped one at a time and batched (``spectral_warps``: one optimisation, one index per
+proxy), on 1 and 2 threads, as pairs per second (median of ``--repeats`` after a warm-up). With
+``--code PATH`` the package is imported from another checkout (an older commit, to compare; where
+it has no ``spectral_warps`` only the one-at-a-time rows run):
+
+    python benchmarks/warp.py --batched --sizes 64 --out results/
 """
 from __future__ import annotations
 
@@ -114,6 +122,48 @@ def run_one(size: int, index: str, mode: str, device: str, iters: int, threads: 
     return row
 
 
+def run_batched(size: int, variant: str, threads: int, guides: int, repeats: int, seed: int, scene: str) -> dict:
+    """Seconds for ``guides`` guides of one proxy, one at a time or batched (median of ``repeats``, after a warm-up)."""
+    import statistics
+
+    import numpy as np
+
+    import hiralign
+    from hiralign.spectral import to_rgb
+    from hiralign.warp import demo_guide, spectral_warp
+
+    cube = scene_cube(size, scene)
+    hsi, rgb = cube.data, to_rgb(cube)
+    pairs = [(hsi, rgb, demo_guide(rgb, seed=seed + g)) for g in range(guides)]
+    if variant == "batched":
+        from hiralign.warp import spectral_warps
+
+        def warp(iters):
+            return list(spectral_warps(pairs, threads=threads, iters=iters, seed=seed))
+    else:
+        def warp(iters):
+            return [spectral_warp(*pair, threads=threads, iters=iters, seed=seed) for pair in pairs]
+    warp(5)  # warm-up: imports, thread pools, allocator
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        results = warp(200)
+        seconds.append(time.perf_counter() - start)
+    median = statistics.median(seconds)
+    return {"size": size, "variant": variant, "threads": threads, "guides": guides, "seconds": round(median, 2),
+            "runs_s": [round(x, 2) for x in seconds], "pairs_per_s": round(guides / median, 3),
+            "hsi_mean": float(np.mean([r.hsi.mean() for r in results])), "code": str(Path(hiralign.__file__).parents[1])}
+
+
+def batched_table(rows: list[dict]) -> str:
+    lines = ["| size | code | variant | threads | seconds (median) | runs | pairs / s | vs first row |", "|---|---|---|---|---|---|---|---|"]
+    base = rows[0]["pairs_per_s"] if rows else 1.0
+    for r in rows:
+        lines.append(f"| {r['size']} | {r.get('label', r['code'])} | {r['variant']} | {r['threads']} | {r['seconds']} | "
+                     f"{', '.join(map(str, r['runs_s']))} | {r['pairs_per_s']} | {r['pairs_per_s'] / base:.2f}x |")
+    return "\n".join(lines)
+
+
 #: One-at-a-time variations around the defaults for the numbers the paper's text lost (plus iters).
 ABLATION = [
     ("defaults", {}),
@@ -211,6 +261,13 @@ def write_report(out: Path, section: str, content: dict) -> str:
         b = report["benchmark"]
         parts += [f"## Warp benchmark ({b['created'][:10]}, {b['args']['iters']} iterations, device {b['args']['device']}, "
                   f"{b['args']['threads']} thread(s))", markdown_table(b["rows"]), *[f"- {n}" for n in b["notes"]], machine_markdown(b["machine"])]
+    if "batched" in report:
+        c = report["batched"]
+        parts += [f"## Batched warps ({c['created'][:10]}, {c['guides']} guides of one proxy, 200 iterations, coherent mode, CPU)",
+                  "The proxy is the CAVE balloons centre crop, the guides `demo_guide(proxy RGB, seed=0..G-1)`; "
+                  "'one at a time' = a `spectral_warp` call per guide, 'batched' = one `spectral_warps` call "
+                  "(one optimisation, one index per proxy). Each row is a fresh process; seconds are the median of the runs listed.",
+                  batched_table(c["rows"]), *[f"- {n}" for n in c["notes"]], machine_markdown(c["machine"])]
     if "ablation" in report:
         a = report["ablation"]
         parts += [f"## Lost-number ablation ({a['created'][:10]}, CAVE balloons centre crop {a['size']}x{a['size']}x31, one change at a time)",
@@ -220,6 +277,33 @@ def write_report(out: Path, section: str, content: dict) -> str:
     text = "\n\n".join(parts) + "\n"
     (out / "warp_bench.md").write_text(text)
     return text
+
+
+def batched_rows(args) -> tuple[list[dict], list[str]]:
+    """The --batched rows: for each checkout (the other ones first, then this one) and thread count, each variant."""
+    checkouts = [tuple(c.split("=", 1)) for c in args.code] + [("this checkout", None)]
+    rows, notes = [], []
+    for label, path in checkouts:
+        for size in args.sizes:
+            for threads in (1, 2):
+                for variant in ("one at a time", "batched"):
+                    env = dict(os.environ)
+                    if path:
+                        env["PYTHONPATH"] = os.pathsep.join([path, env.get("PYTHONPATH", "")])
+                    cmd = [sys.executable, __file__, "--batch-worker", str(size), variant, str(threads), "--guides", str(args.guides),
+                           "--repeats", str(args.repeats), "--seed", str(args.seed), "--scene", args.scene]
+                    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+                    if proc.returncode or not lines:
+                        if "spectral_warps" in proc.stderr:
+                            notes.append(f"{label}: no spectral_warps (batched warps), one-at-a-time rows only")
+                            continue
+                        raise RuntimeError(f"{label} {size} {variant} {threads}: failed\n{proc.stderr[-2000:]}")
+                    row = json.loads(lines[-1][len("RESULT "):])
+                    row["label"] = label
+                    rows.append(row)
+                    print(f"{label} {size}px {variant} {threads} thread(s): {row['seconds']} s, {row['pairs_per_s']} pairs/s", flush=True)
+    return rows, sorted(set(notes))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,6 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results/", help="folder for warp_bench.json and warp_bench.md")
     parser.add_argument("--modes", nargs="+", default=["paper"], choices=["paper", "coherent"], help="warp modes (WarpParams.mode)")
     parser.add_argument("--worker", nargs=3, metavar=("SIZE", "INDEX", "MODE"), help=argparse.SUPPRESS)
+    parser.add_argument("--batched", action="store_true", help="one proxy's guides one at a time vs batched (pairs / s) instead of the timing benchmark")
+    parser.add_argument("--guides", type=int, default=3, help="--batched: guides of the proxy")
+    parser.add_argument("--repeats", type=int, default=3, help="--batched: timed runs per row (median reported)")
+    parser.add_argument("--code", nargs="+", default=[], metavar="LABEL=PATH",
+                        help="--batched: also time the package of these checkouts (e.g. base=/tmp/old-commit)")
+    parser.add_argument("--batch-worker", nargs=3, metavar=("SIZE", "VARIANT", "THREADS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not Path(args.scene).is_file():
         parser.error(f"benchmark scene {args.scene} not found; pass --scene PATH (a CAVE .mat file, variable Omsi)")
@@ -246,8 +336,16 @@ def main(argv: list[str] | None = None) -> int:
         row = run_one(int(args.worker[0]), args.worker[1], args.worker[2], args.device, args.iters, args.threads, args.recall_queries, args.seed, args.scene)
         print("RESULT " + json.dumps(row))
         return 0
+    if args.batch_worker:
+        size, variant, threads = args.batch_worker
+        print("RESULT " + json.dumps(run_batched(int(size), variant, int(threads), args.guides, args.repeats, args.seed, args.scene)))
+        return 0
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     machine = machine_description()
+    if args.batched:
+        rows, notes = batched_rows(args)
+        print(write_report(Path(args.out), "batched", {"created": created, "guides": args.guides, "machine": machine, "rows": rows, "notes": notes}))
+        return 0
     if args.ablation:
         rows = run_ablation(args.ablation_size, args.seed, args.threads, args.scene)
         print(write_report(Path(args.out), "ablation", {"created": created, "size": args.ablation_size, "machine": machine, "rows": rows}))

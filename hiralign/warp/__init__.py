@@ -11,7 +11,7 @@ from hiralign.warp.operator import apply_operator, composed_operator
 from hiralign.warp.params import WarpInputError, WarpParams
 from hiralign.warp.result import WarpResult
 from hiralign.warp.retrieval import build_index, retrieval_recall, retrieve_candidates
-from hiralign.warp.synthesis import spectral_warp
+from hiralign.warp.synthesis import spectral_warp, spectral_warps
 from hiralign.warp.transport import BOUNDARY_RULE, transport_image
 
 __all__ = [
@@ -28,5 +28,6 @@ __all__ = [
     "retrieval_recall",
     "retrieve_candidates",
     "spectral_warp",
+    "spectral_warps",
     "transport_image",
 ]

@@ -60,6 +60,7 @@ class WarpParams:
     hnsw_m: int = 32  # HNSW graph degree
     hnsw_ef_search: int = 64  # HNSW search breadth
     query_chunk: int = 8192  # guide pixels per chunk in retrieval and scoring (bounds memory)
+    batch_pixels: int = 131072  # spectral_warps: consecutive pairs of one size are optimised together up to this many guide pixels in all (ours; 0 = one pair at a time)
     coherence_iters: int = 3  # coherent: passes of confidence -> prior displacement -> proposals -> coherence-aware ranking (ours)
     coherence_sigma: float = 2.0  # coherent: Gaussian scale (px) of the prior displacement's normalised convolution (ours)
     coherence_radius: int = 1  # coherent: a candidate within this many px of the prior agrees with it; window of proposals (ours)
@@ -88,7 +89,7 @@ class WarpParams:
     ssim_sigma: float = 1.5  # Gaussian SSIM window sigma
     # Execution
     device: str = "cpu"  # torch device: "cpu", "cuda[:n]" or "auto" (cuda when present)
-    threads: int = 1  # torch / faiss CPU threads during the call (0 = leave the libraries' setting); see docs/warp.md
+    threads: int = 0  # torch / faiss CPU threads during the call (0 = leave the libraries' setting: every core, or OMP_NUM_THREADS); see docs/warp.md
     seed: int = 0  # seeds faiss k-means, HNSW, PCA sampling and the MI pixel sampling
     recall_queries: int = 0  # > 0: measure recall@k of the index used vs exact on this many queries
 
@@ -102,7 +103,7 @@ class WarpParams:
         for name in ("k", "n_candidates", "query_chunk", "ivf_nprobe", "refine_factor", "kmeans_iters", "hnsw_m", "hnsw_ef_search"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("radius", "iters", "pca_dim", "ivf_nlist", "mi_samples", "threads", "recall_queries", "auto_exact_max_pixels"):
+        for name in ("radius", "iters", "pca_dim", "ivf_nlist", "mi_samples", "threads", "recall_queries", "auto_exact_max_pixels", "batch_pixels"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("w_chroma", "w_grad", "init_sharpness", "init_centre_logit", *self.loss_weight_names()):

@@ -25,7 +25,7 @@ from hiralign.warp.demo import demo_guide, demo_proxy
 from hiralign.warp.params import WarpParams
 from hiralign.warp.plausibility import spatial_spectral_plausibility
 from hiralign.warp.result import WarpResult
-from hiralign.warp.synthesis import spectral_warp
+from hiralign.warp.synthesis import spectral_warps
 
 
 @dataclass
@@ -85,14 +85,18 @@ def demo_inputs(image_size: int = 64, seed: int = 0, demo_guides: int = 1) -> Wa
 
 
 def warp_all(inputs: WarpInputs, params: dict[str, Any], log: Callable[[str], None] = print) -> dict[tuple[int, int], WarpResult]:
-    """``spectral_warp`` for every (proxy n, guide g) pair; keyword ``params`` as :class:`WarpParams`."""
-    results = {}
+    """``spectral_warps`` over every (proxy n, guide g) pair, batched (``batch_pixels``) and with one
+    index per proxy; keyword ``params`` as :class:`WarpParams`."""
     n_proxies, n_guides = inputs.guides.shape[:2]
-    for n in range(n_proxies):
-        for g in range(n_guides):
-            result = spectral_warp(inputs.proxy_hsi[n], inputs.proxy_rgb[n], inputs.guides[n, g], **params)
-            results[(n, g)] = result
-            log(f"pair {n}_{g} ({inputs.names[n]}): {result.timings['total']:.1f} s, index {result.diagnostics['index']}")
+    keys = [(n, g) for n in range(n_proxies) for g in range(n_guides)]
+    proxies = [(inputs.proxy_hsi[n], inputs.proxy_rgb[n]) for n in range(n_proxies)]  # one object per proxy: its index is reused
+    pairs = ((*proxies[n], inputs.guides[n, g]) for n, g in keys)
+    results = {}
+    for (n, g), result in zip(keys, spectral_warps(pairs, **params)):
+        results[(n, g)] = result
+        d = result.diagnostics
+        log(f"pair {n}_{g} ({inputs.names[n]}): {result.timings['total']:.1f} s (optimised in a batch of {d['batch_pairs']}), "
+            f"index {d['index']}{' reused' if d['index_reused'] else ''}")
     return results
 
 
