@@ -54,6 +54,23 @@ def test_thread_limit_sets_and_restores_torch_and_faiss_threads():
     assert torch.get_num_threads() == torch_before
 
 
+def test_default_threads_follow_the_share_a_grid_gives_each_run():
+    """Stage defaults are ``threads=0``: a run under ``--jobs N`` (OMP_NUM_THREADS = cores / N, set
+    by the executor and inherited by the kernels) keeps that share, so two runs never oversubscribe."""
+    import os
+    import subprocess
+    import sys
+
+    from hiralign.warp import WarpParams
+
+    assert WarpParams().threads == 0
+    code = ("import torch, faiss; from hiralign.runtime import thread_limit\n"
+            "with thread_limit(0): print(torch.get_num_threads(), faiss.omp_get_max_threads())")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=120)
+    assert done.stdout.split() == ["1", "1"]
+
+
 def test_warp_accepts_device_auto():
     from hiralign.warp import spectral_warp
 
