@@ -128,3 +128,11 @@ def test_pairs_of_a_batch_must_share_size_and_parameters():
     with pytest.raises(ValueError, match="share their warp parameters"):
         optimise_transport([problem(4), problem(4, lr=0.1)])
     assert len(optimise_transport([problem(4), problem(4, lambda_flow=0.0)])) == 2  # the guide model's weight may differ
+
+
+def test_the_thread_limit_never_outlives_a_batch(cave_crop):
+    """Between the results it yields, ``spectral_warps`` leaves the caller's thread count alone."""
+    hsi, rgb = cave_crop
+    before = torch.get_num_threads()
+    seen = [torch.get_num_threads() for _ in spectral_warps([(hsi, rgb, rgb)] * 2, mode="paper", batch_pixels=0, threads=before + 1, iters=2)]
+    assert seen == [before, before]

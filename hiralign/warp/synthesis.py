@@ -79,15 +79,15 @@ def spectral_warps(pairs: Iterable[tuple[Any, Any, Any]], **params: Any) -> Iter
     device = torch.device(resolve_device(p.device))
     indexes = ProxyIndexes(p, device)
     batch: list[PreparedPair] = []
-    with thread_limit(p.threads):
-        for proxy_hsi, proxy_rgb, guide_rgb in pairs:
+    for proxy_hsi, proxy_rgb, guide_rgb in pairs:
+        with thread_limit(p.threads):  # around the work only: never across a yield to the caller
             pair = prepare_pair(proxy_hsi, proxy_rgb, guide_rgb, p, device, indexes)
-            if batch and not fits(batch, pair, p.batch_pixels):
-                yield from finish_batch(batch, p)
-                batch = []
-            batch.append(pair)
-        if batch:
+        if batch and not fits(batch, pair, p.batch_pixels):
             yield from finish_batch(batch, p)
+            batch = []
+        batch.append(pair)
+    if batch:
+        yield from finish_batch(batch, p)
 
 
 def fits(batch: list["PreparedPair"], pair: "PreparedPair", batch_pixels: int) -> bool:
@@ -103,7 +103,7 @@ class PreparedPair:
     hsi: np.ndarray
     proxy_rgb: np.ndarray
     problem: TransportProblem
-    clock: "_Clock"
+    clock: _Clock
     diagnostics: dict[str, Any]
 
 
@@ -189,17 +189,18 @@ def prepare_pair(proxy_hsi: Any, proxy_rgb: Any, guide_rgb: Any, p: WarpParams, 
     return PreparedPair(hsi, prgb, TransportProblem(proxy_t, guide_t, candidates, pair_params, bonus), clock, diagnostics)
 
 
-def finish_batch(batch: list[PreparedPair], p: WarpParams) -> Iterator[WarpResult]:
+def finish_batch(batch: list[PreparedPair], p: WarpParams) -> list[WarpResult]:
     """Eq. 14-21 for the whole batch at once (each pair's share of the time), then each pair's transfer."""
-    start = time.perf_counter()
-    weights = optimise_transport([pair.problem for pair in batch])  # Eq. 14-21
-    if batch[0].clock.device.type == "cuda":
-        torch.cuda.synchronize(batch[0].clock.device)
-    share = (time.perf_counter() - start) / len(batch)
-    for pair, w in zip(batch, weights):
-        pair.clock.seconds["optimisation"] = share
-        pair.diagnostics["batch_pairs"] = len(batch)
-        yield transfer(pair, w, p)
+    with thread_limit(p.threads):
+        start = time.perf_counter()
+        weights = optimise_transport([pair.problem for pair in batch])  # Eq. 14-21
+        if batch[0].clock.device.type == "cuda":
+            torch.cuda.synchronize(batch[0].clock.device)
+        share = (time.perf_counter() - start) / len(batch)
+        for pair in batch:
+            pair.clock.seconds["optimisation"] = share
+            pair.diagnostics["batch_pairs"] = len(batch)
+        return [transfer(pair, w, p) for pair, w in zip(batch, weights)]
 
 
 def transfer(pair: PreparedPair, weights: TransportWeights, p: WarpParams) -> WarpResult:
