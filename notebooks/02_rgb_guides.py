@@ -30,22 +30,26 @@
 # and says how to provide them. Three offline generators run anywhere: `recompose` (new layouts: a
 # dead-leaves occlusion model whose leaves are SLIC regions of the proxy, carried rigidly with their own
 # pixels), `local-ddpm` (a small DDPM trained here on proxy patches + scikit-image pictures, sampled with
-# the same Eq. 8 start) and `jitter` (flips, rotation, crop-resize, colour jitter). Input: `01_proxy.h5` from `run_dir` (with `demo=True`:
+# the same Eq. 8 start) and `jitter` (flips, rotation, crop-resize, colour jitter). Two neighbouring
+# **HSI generators** (Table IX, `hiralign.generators`) learn from the observed proxy HSIs and sample
+# whole HSIs, which notebook 03 passes through unwarped: `ubf` (Unmixing before Fusion: a DDPM on
+# abundance maps) and `hsigene` (HSIGene-style latent diffusion with a control branch on the proxy RGB);
+# their guides are the RGB renders of what they generated. Input: `01_proxy.h5` from `run_dir` (with `demo=True`:
 # DEMO proxies, synthetic-benchmark target RGBs lightly blurred as stand-ins). Output: `02_guides.h5`.
 # Prompts, `strength`, `noise_level` and `guidance_scale` are not printed in the paper: ours are choices.
 
 # %% tags=["parameters"]
-generator: str = "recompose"  # guide generator: unclip (needs weights), recompose (new layouts, CPU default), local-ddpm (trains on CPU), jitter
+generator: str = "recompose"  # guide generator: unclip (needs weights), recompose (new layouts, CPU default), local-ddpm (trains on CPU), jitter; HSI generators (no warp, Table IX): ubf, hsigene
 model_path: str = "stabilityai/stable-diffusion-2-1-unclip"  # unclip: local folder or cached hub id (-unclip or -unclip-small)
 clip_path: str = ""  # unclip: folder of a blur-robust CLIP vision encoder (Eq. 7); "" keeps the model's own
 n_guides: int = 3  # guides per proxy (paper: 3)
 strength: float = 0.2  # SDEdit start step t0 as a fraction of T (Eq. 8): 0 keeps the proxy, 1 starts from noise (our choice; unclip: try 0.4-0.6)
 noise_level: int = 100  # unclip: noise on the CLIP image embedding, 0..999 (our choice)
 guidance_scale: float = 7.5  # unclip: classifier-free guidance weight; 1 or less disables it and the negative prompt (our choice)
-steps: int = 50  # sampler steps of a full run; strength * steps are run (unclip, local-ddpm)
+steps: int = 50  # sampler steps of a full run; strength * steps are run (unclip, local-ddpm); ubf, hsigene: every step from pure noise
 prompt: str = "a sharp, clean, detailed, high quality photograph"  # unclip: fixed positive prompt (our choice)
 negative_prompt: str = "blurry, noisy, low quality, jpeg artifacts, stripes, distorted, oversaturated"  # unclip: fixed negative prompt (our choice)
-train_steps: int = 600  # local-ddpm: optimiser steps of the small DDPM (cached per proxies + settings)
+train_steps: int = 600  # local-ddpm, ubf, hsigene: optimiser steps of the diffusion model (cached per proxies + settings)
 seed: int = 0  # seed of every random draw (guides, demo proxies, local-ddpm training)
 device: str = "auto"  # torch device for unclip / local-ddpm: auto (cuda if present), cpu or cuda
 threads: int = 0  # CPU threads for torch during generation; 0 keeps the library default (every core, one per run under --jobs N)

@@ -95,6 +95,8 @@ warp = run_stage("03_warp", run_dir, stage_parameters(globals()), force=force)
 inputs = warp.inputs
 print(f"inputs: {inputs.source}")
 print(f"{inputs.guides.shape[0]} proxies x {inputs.guides.shape[1]} guides, proxy shape {inputs.proxy_hsi.shape[1:]}")
+if not warp.warped:  # an HSI generator (ubf, hsigene) made the HSIs in notebook 02: nothing was warped
+    print("02_guides.h5 holds generated HSIs: written unwarped; the warp cells below are skipped (notebook 07 compares the sources)")
 
 # %% [markdown]
 # ## The first pair
@@ -102,11 +104,12 @@ print(f"{inputs.guides.shape[0]} proxies x {inputs.guides.shape[1]} guides, prox
 # non-zeros per row) and the RGB the operator produces (W times the proxy RGB, Eq. 26) next to the guide.
 
 # %%
-w = warp_stage.operator_from_arrays(warp["operators"]["0_0"])
-row_sums = np.asarray(w.sum(axis=1)).ravel()
-print({step: round(float(seconds[0, 0]), 2) for step, seconds in warp["timings"].items()})
-print(f"index: {warp['index'][0]}; operator nnz/row max {np.diff(w.indptr).max()} (bound {n_candidates * stencil ** 2}); "
-      f"min weight {w.data.min():.2e}; row sums in [{row_sums.min():.6f}, {row_sums.max():.6f}]")
+if warp.warped:
+    w = warp_stage.operator_from_arrays(warp["operators"]["0_0"])
+    row_sums = np.asarray(w.sum(axis=1)).ravel()
+    print({step: round(float(seconds[0, 0]), 2) for step, seconds in warp["timings"].items()})
+    print(f"index: {warp['index'][0]}; operator nnz/row max {np.diff(w.indptr).max()} (bound {n_candidates * stencil ** 2}); "
+          f"min weight {w.data.min():.2e}; row sums in [{row_sums.min():.6f}, {row_sums.max():.6f}]")
 fig = plots.plot_rgb_triplet(inputs.proxy_rgb[0], inputs.guides[0, 0], warp["rgb"][0, 0], title=inputs.names[0])
 plt.show()
 
@@ -117,9 +120,10 @@ plt.show()
 # start.
 
 # %%
-fig = plots.plot_displacement(warp["displacement"][0, 0])
-fig = plots.plot_loss_history(warp["loss_history"]["0_0"])
-plt.show()
+if warp.warped:
+    fig = plots.plot_displacement(warp["displacement"][0, 0])
+    fig = plots.plot_loss_history(warp["loss_history"]["0_0"])
+    plt.show()
 
 # %% [markdown]
 # ## Spectra
@@ -127,8 +131,9 @@ plt.show()
 # spectrum of largest weight and the band-wise range of all spectra it mixes.
 
 # %%
-fig = plots.plot_spectra(warp["hsi"][0, 0], w, inputs.proxy_hsi[0], inputs.wavelengths, n_pixels=4, seed=seed)
-plt.show()
+if warp.warped:
+    fig = plots.plot_spectra(warp["hsi"][0, 0], w, inputs.proxy_hsi[0], inputs.wavelengths, n_pixels=4, seed=seed)
+    plt.show()
 
 # %% [markdown]
 # ## Fidelity on a known answer

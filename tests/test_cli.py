@@ -43,6 +43,24 @@ def test_bad_set_override_is_a_user_error(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "hiralign run: --set expects STAGE.PARAM=VALUE, got 'k=8'"
 
 
+def test_run_dir_option_writes_into_that_folder_instead_of_the_files(tmp_path, capsys):
+    import yaml
+    from stage_helpers import make_standin_notebooks
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    make_standin_notebooks(notebooks)
+    params = tmp_path / "p.yaml"
+    params.write_text(yaml.safe_dump({"name": "p", "run_dir": str(tmp_path / "from-file"), "device": "cpu", "seed": 0,
+                                      "stages": {"02_rgb_guides": {"generator": "jitter"}}}))
+    other = tmp_path / "variant"
+    assert main(["run", str(params), "--notebooks", str(notebooks), "--run-dir", str(other),
+                 "--set", "02_rgb_guides.generator=ubf", "--until", "02_rgb_guides"]) == 0
+    assert (other / "02_guides.h5").exists()
+    assert not (tmp_path / "from-file").exists()
+    assert str(other / "notebooks") in capsys.readouterr().out
+
+
 def test_run_with_missing_params_file_fails_cleanly(tmp_path, capsys):
     assert main(["run", str(tmp_path / "nope.yaml")]) == 2
     err = capsys.readouterr().err

@@ -79,14 +79,17 @@ def test_every_table_of_section_iv_has_a_parameter_set_for_both_profiles():
             spec = rp.load_table(table, profile)
             assert spec.experiments, table
             filled = {(c.row, c.group) for e in spec.experiments for c in e.cells}
-            assert filled <= set(paper[table].values), f"{table}: cells outside the paper's table"
+            extra = {cell for cell in filled if cell[0] in spec.extra_rows}
+            assert filled - extra <= set(paper[table].values), f"{table}: cells outside the paper's table"
+            assert not {row for row, _ in extra} & set(paper[table].rows), f"{table}: an extra row the paper has"
             unexplained = [cell for cell in paper[table].values if cell not in filled and not spec.reason(*cell)]
             assert not unexplained, f"{table}: cells {unexplained} are neither run nor explained"
             for exp in spec.experiments:
                 assert exp.task and exp.backbone and exp.generator and exp.dataset, exp.path
                 assert exp.mapping, f"{exp.path}: state how the paper's method maps onto ours"
                 for row, ours in spec.comparisons:
-                    assert (row, ours) and row in paper[table].rows and ours in paper[table].rows
+                    known = set(paper[table].rows) | set(spec.extra_rows)
+                    assert row in known and ours in known, (table, row, ours)
 
 
 def test_paper_profile_runs_the_faithful_backbones_and_the_mini_profile_names_its_stand_ins():
@@ -163,7 +166,7 @@ def test_every_table_expands_to_parameters_the_notebooks_declare():
     for table in ALL_TABLES:
         for profile in rp.PROFILES:
             spec = rp.load_table(table, profile)
-            problems = [p for e in spec.experiments for p in rp.validate(e, declared, paper[table])]
+            problems = [p for e in spec.experiments for p in rp.validate(e, declared, paper[table], spec.extra_rows)]
             assert not problems, "\n".join(problems)
             runs = rp.plan(spec, "runs/reproduce", replicates=2)
             for key in (lambda r: r.config["name"], lambda r: r.name, lambda r: r.run_dir):
@@ -495,6 +498,56 @@ def test_one_replicate_keeps_todays_folders_and_says_what_is_not_covered(faked, 
     md = rp.render_markdown(spec, paper, cells, comparisons, {})
     assert "±" not in md and "Replicates: 1 per experiment" in md and "training randomness" in md
     assert "not covered" in md
+
+
+def test_a_row_the_paper_lacks_is_filled_compared_without_a_paper_gain_and_its_fidelity_reported(grid, tmp_path):
+    kw, tmp, _ = grid
+    table = kw["params_root"] / "table6"
+    meta = yaml.safe_load((table / rp.TABLE_FILE).read_text())
+    (table / "ubf.yaml").write_text(yaml.safe_dump(experiment("Proxy + UBF", 2)))
+    spec = rp.load_table("table6", "mini", kw["params_root"])
+    paper = load_paper_numbers(kw["params_root"] / "paper_numbers.yaml")["table6"]
+    declared = rp.declared_parameters(kw["notebooks_dir"])
+    ubf = next(e for e in spec.experiments if e.name == "ubf")
+    assert any("not in the paper's table6" in p and "extra_rows" in p for p in rp.validate(ubf, declared, paper, spec.extra_rows))
+    meta.update(extra_rows=["Proxy + UBF"], comparisons=meta["comparisons"] + [["Proxy + UBF", "Proxy + Generated"]])
+    (table / rp.TABLE_FILE).write_text(yaml.safe_dump(meta))
+    spec = rp.load_table("table6", "mini", kw["params_root"])
+    assert not rp.validate(ubf, declared, paper, spec.extra_rows)
+    runs_root, base = tmp / "runs", baseline_scores(3)
+    for exp in spec.experiments:
+        shift = {"ubf": -0.5, "mixed": 0.5}.get(exp.name, 0.0)
+        for k, run_dir in enumerate(replicate_dirs(rp.run_directory(runs_root, exp), 3)):
+            fake_metrics(run_dir, base[k] + [shift, shift / 50, -shift / 2])
+            if exp.name in ("ubf", "mixed"):
+                payload = json.loads((run_dir / rp.RESULT_FILE).read_text())
+                payload["tables"]["stage2_quality"] = {"columns": ["generator", "spr", "srec"],
+                                                       "rows": [[exp.name, 0.5 + 0.1 * k, 0.25]]}
+                (run_dir / rp.RESULT_FILE).write_text(json.dumps(payload))
+    cells = rp.collect(spec, paper, {}, runs_root, 3)
+    ubf_psnr = cell_of(cells, "Proxy + UBF", "psnr")
+    assert ubf_psnr.paper is None and ubf_psnr.status == "measured" and ubf_psnr.ours == pytest.approx(np.mean([b[:, 0].mean() - 0.5 for b in base]))
+    comparisons = rp.compare(spec, paper, cells)
+    gain = gain_of(comparisons, "Proxy + UBF", "psnr")
+    assert gain.paper_gain is None and gain.our_gain == pytest.approx(1.0) and gain.our_verdict == "better"
+    assert gain.agreement == gain.paper_direction == "not in the paper"
+    assert gain_of(comparisons, "Proxy only", "psnr").agreement == "agrees at 95%"  # the paper's pairs unchanged
+    fidelity = rp.fidelity(spec, runs_root, 3)
+    spr = next(f for f in fidelity if f.experiment == "ubf" and f.metric == "spr")
+    assert spr.ours == pytest.approx(0.6) and spr.replicates == 3 and spr.ci_low < 0.6 < spr.ci_high
+    assert {f.experiment for f in fidelity} == {"ubf", "mixed"}  # runs without a synthesized branch are left out
+    paths = rp.write_results(spec, paper, cells, comparisons, {}, tmp_path, 3, fidelity)
+    md = paths["md"].read_text()
+    assert f"| Proxy + UBF | T3SC -> spectral-cnn | {ubf_psnr.ours:.2f} ± " in md and "| — |" in md
+    assert "| Denoising | Proxy + UBF -> Proxy + Generated | PSNR | — | +1.00" in md and "| not in the paper |" in md
+    assert "## Spectral fidelity of the synthesized HSIs" in md and "| ubf | Proxy + UBF @ Denoising | ubf | 0.600 ± " in md
+    results = rp.read_results(tmp_path, "table6")
+    assert len(results["fidelity"]) == 4
+    import matplotlib.pyplot as plt
+
+    rp.plot_rows(results, "psnr")
+    rp.plot_gains(results, "psnr")
+    plt.close("all")
 
 
 def test_cli_dry_run_prints_every_replicate(grid, capsys):

@@ -27,6 +27,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="rerun every stage even if up to date")
     parser.add_argument("--until", help="stop after this stage (e.g. 03_warp)")
     parser.add_argument("--set", action="append", default=[], metavar="STAGE.PARAM=VALUE", help="override a parameter")
+    parser.add_argument("--run-dir", metavar="DIR",
+                        help="write into DIR instead of the file's run_dir (e.g. one folder per --set variant)")
     parser.add_argument("--notebooks", default=str(REPO_ROOT / "notebooks"), help="folder of the numbered notebooks")
     parser.add_argument("--replicates", type=int, metavar="N",
                         help="run N replicates with derived seeds into RUN_DIR/rep0..rep<N-1> and report means with 95%% "
@@ -41,7 +43,12 @@ def handle(args: argparse.Namespace) -> int:
     from hiralign.pipeline import load_config, run_pipeline
     from hiralign.replicates import run_replicates
 
+    import dataclasses
+    from pathlib import Path
+
     config = load_config(args.params, overrides=parse_set(args.set))
+    if args.run_dir:
+        config = dataclasses.replace(config, run_dir=Path(args.run_dir))
     replicates = config.replicates if args.replicates is None else args.replicates
     if replicates < 1:
         raise UsageError(f"--replicates must be >= 1, got {replicates}")

@@ -39,15 +39,20 @@ def generator_function(generator: str) -> Callable[..., np.ndarray]:
     return getattr(importlib.import_module(module), name)
 
 
+def function_parameters(fn: Callable[..., Any], fixed: tuple[str, ...]) -> tuple[str, ...]:
+    """Keyword parameters of a generator function besides its ``fixed`` ones; a ``**training``
+    catch-all adds the fields of its module's ``TRAINING_CONFIG`` dataclass."""
+    params = inspect.signature(fn).parameters.values()
+    names = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    config = getattr(inspect.getmodule(fn), "TRAINING_CONFIG", None)
+    if config is not None and any(p.kind is p.VAR_KEYWORD for p in params):
+        names += [n for n in config.__dataclass_fields__ if n not in names]
+    return tuple(n for n in names if n not in fixed)
+
+
 def generator_parameters(generator: str) -> tuple[str, ...]:
     """Keyword parameters a generator accepts besides ``proxy_rgbs``, ``n_guides`` and ``seed``."""
-    fn = generator_function(generator)
-    names = [p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD]
-    if generator == "local-ddpm":  # **training -> LocalDDPMConfig fields
-        from hiralign.guides.local_ddpm import LocalDDPMConfig
-
-        names += list(LocalDDPMConfig.__dataclass_fields__)
-    return tuple(n for n in names if n not in FIXED_ARGS)
+    return function_parameters(generator_function(generator), FIXED_ARGS)
 
 
 def select_params(generator: str, params: dict[str, Any]) -> dict[str, Any]:

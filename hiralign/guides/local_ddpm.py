@@ -59,6 +59,10 @@ class LocalDDPMConfig:
             raise ValueError(f"proxy_fraction must lie in [0, 1]; got {self.proxy_fraction}")
 
 
+#: the dataclass of the ``**training`` keywords of :func:`local_ddpm_guides`
+TRAINING_CONFIG = LocalDDPMConfig
+
+
 @dataclass
 class LocalDDPM:
     """A trained local DDPM: the noise predictor, its training scheduler and the loss history."""
@@ -107,8 +111,9 @@ def natural_image_pool(shorter_side: int) -> list[np.ndarray]:
 
 
 def random_patches(images: list[np.ndarray], count: int, patch: int, rng: np.random.Generator) -> np.ndarray:
-    """``count`` random ``patch x patch`` crops (random image, position and horizontal flip)."""
-    out = np.empty((count, 3, patch, patch), dtype=np.float32)
+    """``count`` random ``patch x patch`` crops (random image, position and horizontal flip) of
+    ``(C, H, W)`` images that share ``C``."""
+    out = np.empty((count, images[0].shape[0], patch, patch), dtype=np.float32)
     for i in range(count):
         img = images[rng.integers(len(images))]
         if min(img.shape[1:]) < patch:
@@ -120,13 +125,17 @@ def random_patches(images: list[np.ndarray], count: int, patch: int, rng: np.ran
     return out
 
 
-def build_unet(config: LocalDDPMConfig) -> UNet2DModel:
-    """A small attention-free UNet2DModel noise predictor for 3-channel images."""
+def build_unet(config, channels: int = 3) -> UNet2DModel:
+    """A small attention-free UNet2DModel noise predictor for ``channels``-channel images.
+
+    ``config`` gives ``patch_size``, ``block_out_channels`` and ``layers_per_block`` (a
+    :class:`LocalDDPMConfig` or another generator's training configuration).
+    """
     levels = len(config.block_out_channels)
     return UNet2DModel(
         sample_size=config.patch_size,
-        in_channels=3,
-        out_channels=3,
+        in_channels=channels,
+        out_channels=channels,
         block_out_channels=tuple(config.block_out_channels),
         layers_per_block=config.layers_per_block,
         down_block_types=("DownBlock2D",) * levels,
@@ -135,25 +144,20 @@ def build_unet(config: LocalDDPMConfig) -> UNet2DModel:
     )
 
 
-def train_local_ddpm(proxy_rgbs, config: LocalDDPMConfig = LocalDDPMConfig(), device: str = "cpu", progress: bool = False) -> LocalDDPM:
-    """Train the local DDPM on proxy patches (+ natural images) with the epsilon-prediction loss."""
-    proxies = list(as_rgb_batch(proxy_rgbs))
-    natural = natural_image_pool(config.natural_image_size) if config.natural_images else []
-    rng = np.random.default_rng(config.seed)
+def train_noise_predictor(unet: UNet2DModel, scheduler: DDPMScheduler, draw_batch, config, device: str = "cpu",
+                          progress: bool = False, desc: str = "ddpm") -> list[float]:
+    """DDPM training with the epsilon-prediction loss ``|eps - eps_theta(x_t, t)|^2`` (Ho et al. 2020).
+
+    ``draw_batch()`` returns a float32 ``(batch, C, h, w)`` batch in [0, 1] (mapped to [-1, 1]);
+    ``config`` gives ``train_steps``, ``learning_rate``, ``num_train_timesteps`` and ``seed``.
+    Returns the loss of every step; ``unet`` is left in eval mode.
+    """
     gen = torch.Generator().manual_seed(config.seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        unet = build_unet(config).to(device)
-    scheduler = DDPMScheduler(num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule)
     optimiser = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate)
-    n_proxy = round(config.batch_size * config.proxy_fraction) if natural else config.batch_size
     losses = []
     unet.train()
-    for _ in tqdm(range(config.train_steps), disable=not progress, desc="local-ddpm"):
-        batch = random_patches(proxies, n_proxy, config.patch_size, rng)
-        if n_proxy < config.batch_size:
-            batch = np.concatenate([batch, random_patches(natural, config.batch_size - n_proxy, config.patch_size, rng)])
-        x0 = torch.from_numpy(batch) * 2.0 - 1.0
+    for _ in tqdm(range(config.train_steps), disable=not progress, desc=desc):
+        x0 = torch.from_numpy(draw_batch()) * 2.0 - 1.0
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, config.num_train_timesteps, (len(x0),), generator=gen)
         xt = scheduler.add_noise(x0, noise, t)
@@ -163,6 +167,27 @@ def train_local_ddpm(proxy_rgbs, config: LocalDDPMConfig = LocalDDPMConfig(), de
         optimiser.step()
         losses.append(loss.item())
     unet.eval()
+    return losses
+
+
+def train_local_ddpm(proxy_rgbs, config: LocalDDPMConfig = LocalDDPMConfig(), device: str = "cpu", progress: bool = False) -> LocalDDPM:
+    """Train the local DDPM on proxy patches (+ natural images) with the epsilon-prediction loss."""
+    proxies = list(as_rgb_batch(proxy_rgbs))
+    natural = natural_image_pool(config.natural_image_size) if config.natural_images else []
+    rng = np.random.default_rng(config.seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        unet = build_unet(config).to(device)
+    scheduler = DDPMScheduler(num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule)
+    n_proxy = round(config.batch_size * config.proxy_fraction) if natural else config.batch_size
+
+    def draw_batch() -> np.ndarray:
+        batch = random_patches(proxies, n_proxy, config.patch_size, rng)
+        if n_proxy < config.batch_size:
+            batch = np.concatenate([batch, random_patches(natural, config.batch_size - n_proxy, config.patch_size, rng)])
+        return batch
+
+    losses = train_noise_predictor(unet, scheduler, draw_batch, config, device=device, progress=progress, desc="local-ddpm")
     return LocalDDPM(unet=unet.cpu(), scheduler=scheduler, config=config, losses=losses)
 
 

@@ -45,7 +45,8 @@ command line is :mod:`hiralign.cli.reproduce`.
 """
 from __future__ import annotations
 
-from hiralign.reproduce.collection import CellResult, Comparison, collect, compare, measured, paired_gain, row_records
+from hiralign.reproduce.collection import (NO_PAPER, CellResult, Comparison, FidelityResult, collect, compare, fidelity, measured,
+                                          paired_gain, row_records, table_rows)
 from hiralign.reproduce.grid import TableRun, reproduce
 from hiralign.reproduce.planning import (
     PlannedRun,
@@ -99,7 +100,7 @@ from hiralign.reproduce.spec import (
 )
 
 __all__ = [
-    "CSV_COLUMNS", "Cell", "CellResult", "Comparison", "DATA_ROOT", "DEFAULTS_FILE", "Experiment", "GAIN_COLUMNS", "INJECTED_KEYS",
+    "CSV_COLUMNS", "Cell", "CellResult", "Comparison", "FidelityResult", "NO_PAPER", "fidelity", "table_rows", "DATA_ROOT", "DEFAULTS_FILE", "Experiment", "GAIN_COLUMNS", "INJECTED_KEYS",
     "Log", "MissingDatasetError", "NOTEBOOKS_DIR", "PARAMS_ROOT", "PROFILES", "PlannedRun", "REPO_ROOT", "RESULT_FILE",
     "ROMAN", "ReproduceError", "SHARED_PREFIX", "TABLE_FILE", "TableRun", "TableSpec", "check_datasets", "collect",
     "compare", "declared_parameters", "deep_merge", "disagreements", "job_name", "leaders_first", "list_tables",

@@ -90,6 +90,15 @@ def filled_cells(spec: TableSpec) -> dict[tuple[str, str], tuple[Experiment, Cel
     return {(cell.row, cell.group): (exp, cell) for exp in spec.experiments for cell in exp.cells}
 
 
+def table_rows(spec: TableSpec, paper: PaperTable, group: str) -> list[str]:
+    """The rows of ``group``: the paper's (those it prints a value for), then the table's
+    ``extra_rows`` that an experiment fills in ``group`` (methods the paper does not report, e.g.
+    Table IX's UBF rows)."""
+    rows = [r for r in paper.rows if (r, group) in paper.values]
+    filled = filled_cells(spec)
+    return rows + [r for r in spec.extra_rows if (r, group) in filled and r not in rows]
+
+
 def replicate_means(exp: Experiment, cell: Cell, outcomes: dict[str, RunOutcome], runs_root: Path,
                     replicates: int) -> tuple[list[dict[str, float]], dict[int, str], dict]:
     """Per replicate of ``exp``: ``cell``'s means from its ``05_metrics.json`` (:func:`measured`);
@@ -131,9 +140,7 @@ def collect(spec: TableSpec, paper: PaperTable, outcomes: dict[str, RunOutcome],
     filled = filled_cells(spec)
     results = []
     for group in paper.groups:
-        for row in paper.rows:
-            if (row, group) not in paper.values:
-                continue
+        for row in table_rows(spec, paper, group):
             base = dict(group=group, row=row)
             if (row, group) not in filled:
                 reason = spec.reason(row, group) or "no experiment file fills this cell"
@@ -146,7 +153,7 @@ def collect(spec: TableSpec, paper: PaperTable, outcomes: dict[str, RunOutcome],
                 scores = [v[m] for v in means if m in v]
                 interval = statistics.t_interval(scores) if not problems and len(scores) == replicates else None
                 results.append(CellResult(
-                    **base, metric=m, paper=paper.value(row, group, m), ours=interval.mean if interval else None,
+                    **base, metric=m, paper=paper_value(paper, row, group, m), ours=interval.mean if interval else None,
                     status=_missing(problems, replicates) if problems else "measured",
                     ci_low=_finite(interval.low) if interval else None,
                     ci_high=_finite(interval.high) if interval else None, replicates=interval.n if interval else 0,
@@ -158,6 +165,11 @@ def collect(spec: TableSpec, paper: PaperTable, outcomes: dict[str, RunOutcome],
     return results
 
 
+def paper_value(paper: PaperTable, row: str, group: str, metric: str) -> float | None:
+    """The paper's ``metric`` of a cell, None for a row the paper does not report."""
+    return paper.value(row, group, metric) if (row, group) in paper.values else None
+
+
 @dataclass
 class Comparison:
     """The gain of ``row`` over ``baseline`` in one group and metric: the paper's (one number) and
@@ -167,13 +179,14 @@ class Comparison:
     the 95% bootstrap interval over images; ``replicate_low`` / ``replicate_high``: the 95% t interval
     of the per-replicate mean gains (None with one replicate); ``p_value``: Wilcoxon signed-rank over
     images. ``our_verdict``: better / worse / not distinguishable at 95% (:func:`statistics.verdict`);
-    ``agreement``: :func:`hiralign.paper_numbers.agreement` of it and ``paper_direction``."""
+    ``agreement``: :func:`hiralign.paper_numbers.agreement` of it and ``paper_direction``. A pair
+    the paper does not report (a row only we fill) has ``paper_gain`` None and :data:`NO_PAPER`."""
 
     group: str
     baseline: str
     row: str
     metric: str
-    paper_gain: float
+    paper_gain: float | None
     paper_direction: str
     our_gain: float | None = None
     gain_low: float | None = None
@@ -247,16 +260,73 @@ def pair_records(spec: TableSpec, cells: Sequence[CellResult], group: str, basel
     return [r for c, s, label in zip(pair, specs, (baseline, row)) for r in row_records(c, s.measure, label)], specs[0].split
 
 
+#: ``paper_direction`` and ``agreement`` of a comparison the paper does not report.
+NO_PAPER = "not in the paper"
+
+
 def compare(spec: TableSpec, paper: PaperTable, cells: Sequence[CellResult]) -> list[Comparison]:
-    """Every gain the table's ``comparisons`` name: the paper's beside ours (:func:`paired_gain`)."""
+    """Every gain the table's ``comparisons`` name: the paper's beside ours (:func:`paired_gain`);
+    a pair with a row the paper does not report gets ours alone."""
     out = []
     for group in paper.groups:
+        rows = table_rows(spec, paper, group)
         for baseline, row in spec.comparisons:
-            if (baseline, group) not in paper.values or (row, group) not in paper.values:
+            if baseline not in rows or row not in rows:
                 continue
             records, split = pair_records(spec, cells, group, baseline, row)
             for m in METRICS:
-                paper_gain = improvement(paper.value(baseline, group, m), paper.value(row, group, m), m)
-                comparison = Comparison(group, baseline, row, m, paper_gain, paper_direction(paper_gain))
-                out.append(paired_gain(comparison, records, split) if records else comparison)
+                in_paper = (baseline, group) in paper.values and (row, group) in paper.values
+                paper_gain = improvement(paper.value(baseline, group, m), paper.value(row, group, m), m) if in_paper else None
+                comparison = Comparison(group, baseline, row, m, paper_gain, paper_direction(paper_gain) if in_paper else NO_PAPER)
+                comparison = paired_gain(comparison, records, split) if records else comparison
+                if not in_paper:
+                    comparison.agreement = NO_PAPER if comparison.our_verdict != "not measured" else comparison.agreement
+                out.append(comparison)
+    return out
+
+
+@dataclass
+class FidelityResult:
+    """The spectral fidelity of one experiment's synthesized HSIs against the clean target spectra:
+    sPr / sRec (HSIGene Eq. 8, the ``stage2_quality`` table of its ``05_metrics.json``), the mean over
+    replicates with its 95% t interval when there are two or more."""
+
+    experiment: str
+    rows: str  # the table rows the experiment fills
+    generator: str
+    metric: str  # "spr" or "srec"
+    ours: float | None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    replicates: int = 0
+    status: str = "measured"
+
+
+def stage2_row(path: Path) -> dict[str, Any] | None:
+    """The ``stage2_quality`` row of a ``05_metrics.json`` (None for a run without a synthesized branch)."""
+    table = (json.loads(path.read_text()).get("tables") or {}).get("stage2_quality")
+    if not table or not table.get("rows"):
+        return None
+    return dict(zip([str(c) for c in table["columns"]], table["rows"][0]))
+
+
+def fidelity(spec: TableSpec, runs_root: Path, replicates: int = 1) -> list[FidelityResult]:
+    """sPr and sRec of every experiment whose runs synthesized HSIs (the others are left out)."""
+    out = []
+    for exp in spec.experiments:
+        found = [stage2_row(d / RESULT_FILE) if (d / RESULT_FILE).exists() else None
+                 for d in replicate_dirs(run_directory(Path(runs_root), exp), replicates)]
+        rows = [r for r in found if r is not None]
+        if not rows:
+            continue
+        label = " / ".join(dict.fromkeys(f"{c.row} @ {c.group}" for c in exp.cells))
+        for m in ("spr", "srec"):
+            scores = [float(r[m]) for r in rows if r.get(m) is not None]
+            if len(scores) < replicates:
+                out.append(FidelityResult(exp.name, label, str(rows[0].get("generator", "")), m, None,
+                                          status=f"missing: {replicates - len(scores)} of {replicates} replicate(s)"))
+                continue
+            interval = statistics.t_interval(scores)
+            out.append(FidelityResult(exp.name, label, str(rows[0].get("generator", "")), m, interval.mean,
+                                      _finite(interval.low), _finite(interval.high), interval.n))
     return out

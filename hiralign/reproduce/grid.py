@@ -12,7 +12,7 @@ import yaml
 from hiralign.executors import EXECUTORS, RunJob, RunOutcome, run_local
 from hiralign.paper_numbers import load_paper_numbers
 from hiralign.pipeline import PipelineError, load_config, validate_config
-from hiralign.reproduce.collection import collect, compare
+from hiralign.reproduce.collection import collect, compare, fidelity
 from hiralign.reproduce.planning import check_datasets, leaders_first, plan
 from hiralign.reproduce.render import write_results
 from hiralign.slurm import SlurmSettings, run_slurm
@@ -93,7 +93,8 @@ def reproduce(table: str, profile: str = "mini", executor: str = "local", jobs: 
     by_name = {o.name: o for o in outcomes}
     cells = collect(spec, paper, by_name, runs_root, replicates)
     comparisons = compare(spec, paper, cells)
-    paths = write_results(spec, paper, cells, comparisons, by_name, results_dir, replicates)
+    paths = write_results(spec, paper, cells, comparisons, by_name, results_dir, replicates,
+                          fidelity(spec, runs_root, replicates))
     result = TableRun(spec.table, outcomes, paths, time.perf_counter() - start)
     failed = [o.name for o in outcomes if not o.ok]
     log(f"{spec.table}: wrote {paths['md']} and {paths['csv']} in {result.seconds:.0f} s"

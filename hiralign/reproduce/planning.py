@@ -56,7 +56,8 @@ def absolute_required(stages: dict[str, dict], requires: Sequence[str], data_roo
     return {stage: {k: absolute(v) for k, v in values.items()} for stage, values in stages.items()}
 
 
-def validate(exp: Experiment, declared: dict[str, dict[str, Any]], paper: PaperTable | None = None) -> list[str]:
+def validate(exp: Experiment, declared: dict[str, dict[str, Any]], paper: PaperTable | None = None,
+             extra_rows: Sequence[str] = ()) -> list[str]:
     """Problems that would stop ``exp`` from running: stage keys that are no notebook parameter,
     injected keys no notebook takes, cells that are not in the paper's table."""
     problems = []
@@ -73,8 +74,9 @@ def validate(exp: Experiment, declared: dict[str, dict[str, Any]], paper: PaperT
                 problems.append(f"{where}: names a {key} but no notebook declares a {key!r} parameter")
     if paper is not None:
         for cell in exp.cells:
-            if (cell.row, cell.group) not in paper.values:
-                problems.append(f"{where}: cell ({cell.row!r}, {cell.group!r}) is not in the paper's {paper.name}")
+            if (cell.row, cell.group) not in paper.values and cell.row not in extra_rows:
+                problems.append(f"{where}: cell ({cell.row!r}, {cell.group!r}) is not in the paper's {paper.name} "
+                                "(a row the paper does not report belongs in _table.yaml's extra_rows)")
     return problems
 
 
@@ -166,7 +168,7 @@ def plan(spec: TableSpec, runs_root: Path | str = "runs/reproduce", params_root:
     if missing_nb:
         raise ReproduceError(f"notebook(s) {missing_nb} are missing from {notebooks_dir}")
     paper = load_paper_numbers(Path(params_root) / "paper_numbers.yaml").get(spec.table)
-    problems = [p for exp in spec.experiments for p in validate(exp, declared, paper)]
+    problems = [p for exp in spec.experiments for p in validate(exp, declared, paper, spec.extra_rows)]
     if problems:
         raise ReproduceError("\n".join(problems))
     runs = []

@@ -10,7 +10,7 @@ from typing import Sequence
 
 from hiralign.executors import RunOutcome
 from hiralign.paper_numbers import AGREES, CONTRADICTS, METRICS, PaperTable
-from hiralign.reproduce.collection import CellResult, Comparison
+from hiralign.reproduce.collection import CellResult, Comparison, FidelityResult, table_rows
 from hiralign.reproduce.spec import ReproduceError, TableSpec, table_name
 from hiralign.store import write_text_atomic
 
@@ -43,8 +43,34 @@ def _replicates_line(spec: TableSpec, replicates: int) -> str:
             "experiment shares its seeds and images). `ours` = mean over replicates ± half-width of its 95% t interval.")
 
 
+def fidelity_lines(fidelity: Sequence[FidelityResult], replicates: int) -> list[str]:
+    """The section on the synthesized HSIs' spectral fidelity (none without such runs)."""
+    if not fidelity:
+        return []
+    lines = ["", "## Spectral fidelity of the synthesized HSIs", "",
+             "sPr / sRec (HSIGene Eq. 8; hiralign.metrics): the share of synthesized spectra within the k-NN radius of the "
+             "clean target spectra (precision) and of clean target spectra within that of the synthesized ones (recall); "
+             "1 is best. Measured by notebook 05 on the run's synthesized set"
+             + (f", mean ± half-width of the 95% t interval over {replicates} replicates." if replicates > 1 else ", one run."), "",
+             "| experiment | rows | generator | sPr | sRec |", "|---|---|---|---|---|"]
+    by_exp: dict[str, dict[str, FidelityResult]] = {}
+    for f in fidelity:
+        by_exp.setdefault(f.experiment, {})[f.metric] = f
+
+    def value(f: FidelityResult | None) -> str:
+        if f is None or f.ours is None:
+            return f.status if f is not None else "—"
+        half = "" if f.ci_low is None or f.ci_high is None else f" ± {(f.ci_high - f.ci_low) / 2:.3f}"
+        return f"{f.ours:.3f}{half}"
+
+    for name, pair in by_exp.items():
+        first = next(iter(pair.values()))
+        lines.append(f"| {name} | {first.rows} | {first.generator} | {value(pair.get('spr'))} | {value(pair.get('srec'))} |")
+    return lines
+
+
 def render_markdown(spec: TableSpec, paper: PaperTable, cells: Sequence[CellResult], comparisons: Sequence[Comparison],
-                    outcomes: dict[str, RunOutcome], replicates: int = 1) -> str:
+                    outcomes: dict[str, RunOutcome], replicates: int = 1, fidelity: Sequence[FidelityResult] = ()) -> str:
     """The table laid out like the paper's, ours beside the paper's, then gains and provenance."""
     lines = [f"# {paper.title} — reproduction", "",
              f"**Profile: {spec.profile_label}.** Columns `ours` are measured by `hiralign reproduce {spec.table} "
@@ -63,7 +89,7 @@ def render_markdown(spec: TableSpec, paper: PaperTable, cells: Sequence[CellResu
                       "initialised model weights). It shows that the profile runs end to end; its numbers measure nothing."]
     by_key = {(c.group, c.row, c.metric): c for c in cells}
     for group in paper.groups:
-        rows = [r for r in paper.rows if (r, group) in paper.values]
+        rows = table_rows(spec, paper, group)
         lines += ["", f"## {group}", "",
                   "| method (paper) | our model | " + " | ".join(f"{m.upper()} ours | {m.upper()} paper" for m in METRICS)
                   + " | status |", "|---|---|" + "---|---|" * len(METRICS) + "---|"]
@@ -94,6 +120,7 @@ def render_markdown(spec: TableSpec, paper: PaperTable, cells: Sequence[CellResu
             lines.append(f"| {c.group} | {c.baseline} -> {c.row} | {c.metric.upper()} | {_fmt(c.paper_gain, c.metric, True)}"
                          f" | {ours} | {_interval(c.replicate_low, c.replicate_high, c.metric)} | {p} | {c.our_verdict}"
                          f" | {agree} |")
+    lines += fidelity_lines(fidelity, replicates)
     mappings = list(dict.fromkeys(exp.mapping for exp in spec.experiments if exp.mapping))
     if mappings:
         lines += ["", "## Paper methods and ours", ""] + [f"- {m}" for m in mappings]
@@ -136,7 +163,8 @@ def _csv(columns: Sequence[str], table: str, items: Sequence, comment: str) -> s
 
 
 def write_results(spec: TableSpec, paper: PaperTable, cells: Sequence[CellResult], comparisons: Sequence[Comparison],
-                  outcomes: dict[str, RunOutcome], results_dir: Path | str, replicates: int = 1) -> dict[str, Path]:
+                  outcomes: dict[str, RunOutcome], results_dir: Path | str, replicates: int = 1,
+                  fidelity: Sequence[FidelityResult] = ()) -> dict[str, Path]:
     """Write ``<table>.md`` (paper layout), ``<table>.csv`` (one row per cell and metric),
     ``<table>_gains.csv`` (one row per comparison and metric) and ``<table>.json`` (everything, read
     by notebooks/06_tables) into ``results_dir``."""
@@ -145,7 +173,7 @@ def write_results(spec: TableSpec, paper: PaperTable, cells: Sequence[CellResult
     folder = Path(results_dir)
     paths = {kind: folder / f"{spec.table}.{kind}" for kind in ("md", "csv", "json")}
     paths["gains"] = folder / f"{spec.table}_gains.csv"
-    write_text_atomic(paths["md"], render_markdown(spec, paper, cells, comparisons, outcomes, replicates))
+    write_text_atomic(paths["md"], render_markdown(spec, paper, cells, comparisons, outcomes, replicates, fidelity))
     about = f"{paper.title}; profile: {spec.profile_label}; {replicates} replicate(s) per experiment"
     write_text_atomic(paths["csv"], _csv(CSV_COLUMNS, spec.table, cells,
                                      f"{about}; paper = the paper's numbers, ours = measured (mean, 95% t interval)"))
@@ -154,7 +182,7 @@ def write_results(spec: TableSpec, paper: PaperTable, cells: Sequence[CellResult
     payload = {
         "table": spec.table, "title": paper.title, "profile": spec.profile, "scale": spec.scale, "profile_label": spec.profile_label,
         "replicates": replicates, "groups": list(paper.groups), "rows": list(paper.rows), "metrics": list(METRICS),
-        "cells": [vars(c) for c in cells], "comparisons": [vars(c) for c in comparisons],
+        "cells": [vars(c) for c in cells], "comparisons": [vars(c) for c in comparisons], "fidelity": [vars(f) for f in fidelity],
         "runs": [{"experiment": o.name, "run_dir": str(o.run_dir), "ok": o.ok, "error": o.error,
                   "seconds": round(o.seconds, 1), "ran": o.ran, "skipped": o.skipped, "cached": o.cached}
                  for o in outcomes.values()],
@@ -203,11 +231,12 @@ def plot_rows(results: dict, metric: str = "psnr"):
         rows = [c for c in cells if c["group"] == group]
         for i, (key, label) in enumerate((("ours", f"ours: {results['profile_label']}"), ("paper", "paper"))):
             ax = axes[i][j]
-            values = [c[key] for c in rows]
+            values = [float("nan") if c[key] is None else c[key] for c in rows]  # paper: None for a row it lacks
             errors = [(c["ci_high"] - c["ci_low"]) / 2 if key == "ours" and c.get("ci_low") is not None else 0.0
                       for c in rows]
             ax.bar(range(len(rows)), values, yerr=errors, color=[_role_colour(c["row"]) for c in rows], capsize=3)
-            lo, hi = min(v - e for v, e in zip(values, errors)), max(v + e for v, e in zip(values, errors))
+            ends = [v + s * e for v, e in zip(values, errors) for s in (-1, 1) if v == v] or [0.0]
+            lo, hi = min(ends), max(ends)
             pad = 0.15 * (hi - lo) + (0.3 if metric == "psnr" else 0.005 if metric == "ssim" else 0.2)
             ax.set_ylim(lo - pad, hi + pad)
             ax.set_xticks(range(len(rows)), [c["row"] for c in rows], rotation=45, ha="right", fontsize=8)
@@ -234,7 +263,7 @@ def plot_gains(results: dict, metric: str = "psnr"):
     labels = [f"{c['group']}: {c['baseline']} -> {c['row']}" for c in comps]
     colours = [_agreement_colour(c["agreement"]) for c in comps]
     fig, axes = plt.subplots(1, 2, figsize=(11.0, 0.45 * len(comps) + 1.6), sharey=True)
-    axes[0].barh(range(len(comps)), [c["paper_gain"] for c in comps], color=colours)
+    axes[0].barh(range(len(comps)), [float("nan") if c["paper_gain"] is None else c["paper_gain"] for c in comps], color=colours)
     ours = [c["our_gain"] if c["our_gain"] is not None else 0.0 for c in comps]
     errors = [[o - c["gain_low"] if c["gain_low"] is not None else 0.0 for o, c in zip(ours, comps)],
               [c["gain_high"] - o if c["gain_high"] is not None else 0.0 for o, c in zip(ours, comps)]]

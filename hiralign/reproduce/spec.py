@@ -134,6 +134,7 @@ class TableSpec:
     comparisons: list[tuple[str, str]]
     notes: list[str]
     scale: str = ""
+    extra_rows: list[str] = field(default_factory=list)  # rows the paper does not report, filled by us only
 
     @property
     def run_profile(self) -> str:
@@ -233,4 +234,4 @@ def load_table(table: str, profile: str = "mini", params_root: Path | str = PARA
     if any(len(pair) != 2 for pair in comparisons):
         raise ReproduceError(f"{folder / TABLE_FILE}: each comparison is [baseline row, compared row]")
     return TableSpec(table, profile, label, experiments, dict(meta.get("not_reproduced", {}) or {}),
-                     comparisons, list(meta.get("notes", []) or []), scale)
+                     comparisons, list(meta.get("notes", []) or []), scale, [str(r) for r in meta.get("extra_rows", []) or []])

@@ -8,6 +8,10 @@ Inputs come from ``01_proxy.h5`` (``proxy``, ``proxy_rgb``, ``wavelengths``, ``n
 and ``operators`` keyed ``<n>_<g>`` (CSR ``data`` float32, ``indices``, ``indptr``, ``shape``), and
 ``quality``: the spatial-spectral plausibility of the synthesized HSIs
 (:mod:`hiralign.warp.plausibility`).
+
+When ``02_guides.h5`` was made by an HSI generator (``generated_hsi``, :mod:`hiralign.generators`)
+nothing is warped: its HSIs are written as ``hsi`` with their ``rgb``, ``wavelengths``, ``names``
+and ``quality``, attribute ``warped = False`` and no displacement, loss history or operators.
 """
 from __future__ import annotations
 
@@ -30,7 +34,8 @@ from hiralign.warp.synthesis import spectral_warps
 
 @dataclass
 class WarpInputs:
-    """Proxies (N, B, H, W), their RGBs (N, 3, H, W), guides (N, G, 3, H, W) and where they came from."""
+    """Proxies (N, B, H, W), their RGBs (N, 3, H, W), guides (N, G, 3, H, W) and where they came from;
+    ``generated_hsi`` (N, G, B, H, W) when an HSI generator made the guides (nothing to warp)."""
 
     proxy_hsi: np.ndarray
     proxy_rgb: np.ndarray
@@ -38,6 +43,7 @@ class WarpInputs:
     wavelengths: np.ndarray
     names: list[str]
     source: str
+    generated_hsi: np.ndarray | None = None
 
     @property
     def demo(self) -> bool:
@@ -50,8 +56,9 @@ class WarpInputs:
             return self
         keep_g = min(g, max_pairs)
         keep_n = max(1, min(n, max_pairs // keep_g))
+        generated = None if self.generated_hsi is None else self.generated_hsi[:keep_n, :keep_g]
         return WarpInputs(self.proxy_hsi[:keep_n], self.proxy_rgb[:keep_n], self.guides[:keep_n, :keep_g],
-                          self.wavelengths, self.names[:keep_n], self.source)
+                          self.wavelengths, self.names[:keep_n], self.source, generated)
 
 
 def inputs_of(proxy, guides) -> WarpInputs:
@@ -64,15 +71,21 @@ def inputs_of(proxy, guides) -> WarpInputs:
         raise ArtifactError(f"{guides.path} was made from DEMO proxies (demo=True), not from 01_proxy.h5; "
                             "rerun notebook 02_rgb_guides with demo=False")
     hsi, rgb, g = np.asarray(proxy["proxy"], np.float32), np.asarray(proxy["proxy_rgb"], np.float32), np.asarray(guides["guides"], np.float32)
+    generated = np.asarray(guides["generated_hsi"], np.float32) if "generated_hsi" in guides else None
     names = [str(n) for n in proxy["names"]]
     observed = np.asarray(proxy["observed"], bool)
     if g.ndim == 5 and g.shape[0] == hsi.shape[0]:
         g = g[observed]
+        generated = None if generated is None else generated[observed]
     hsi, rgb, names = hsi[observed], rgb[observed], [n for n, keep in zip(names, observed) if keep]
     if g.ndim != 5 or g.shape[0] != hsi.shape[0] or g.shape[2] != 3 or g.shape[-2:] != hsi.shape[-2:]:
         raise ArtifactError(f"{guides.path} guides {g.shape} do not match the {hsi.shape[0]} observed proxies {hsi.shape[1:]} "
                             "of 01_proxy.h5 (need (N, G, 3, H, W)); rerun notebook 02_rgb_guides")
-    return WarpInputs(hsi, rgb, g, np.asarray(proxy["wavelengths"], np.float64), names, "run directory: 01_proxy.h5 + 02_guides.h5")
+    if generated is not None and generated.shape != g.shape[:2] + hsi.shape[1:]:
+        raise ArtifactError(f"{guides.path} generated_hsi {generated.shape} does not match its guides {g.shape} and the "
+                            f"proxies {hsi.shape[1:]} of 01_proxy.h5; rerun notebook 02_rgb_guides")
+    return WarpInputs(hsi, rgb, g, np.asarray(proxy["wavelengths"], np.float64), names, "run directory: 01_proxy.h5 + 02_guides.h5",
+                      generated)
 
 
 def demo_inputs(image_size: int = 64, seed: int = 0, demo_guides: int = 1) -> WarpInputs:
@@ -124,6 +137,13 @@ def artifact_tree(inputs: WarpInputs, results: dict[tuple[int, int], WarpResult]
     }
 
 
+def passthrough_tree(inputs: WarpInputs) -> dict[str, Any]:
+    """The ``03_warp.h5`` content for HSIs an HSI generator made in stage 02: no warp, same quality."""
+    hsi = np.ascontiguousarray(inputs.generated_hsi, dtype=np.float32)
+    return {"hsi": hsi, "rgb": to_rgb(hsi, inputs.wavelengths), "wavelengths": inputs.wavelengths, "names": list(inputs.names),
+            "quality": spatial_spectral_plausibility(inputs.proxy_hsi, hsi).tree()}
+
+
 #: The :class:`~hiralign.warp.params.WarpParams` fields (the other notebook parameters belong to the stage).
 WARP_FIELDS = frozenset(WarpParams.__dataclass_fields__)
 
@@ -151,6 +171,11 @@ class WarpSet:
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
 
+    @property
+    def warped(self) -> bool:
+        """False when the HSIs came from an HSI generator unwarped (no operators, displacement, losses)."""
+        return "operators" in self.data
+
 
 def stage_inputs(stage) -> WarpInputs:
     p = stage.params
@@ -163,9 +188,13 @@ def compute(stage) -> WarpSet:
     """Stage 2b: warp every (observed proxy, guide) pair (or a demo pair with ``demo=True``), write ``03_warp.h5``."""
     p = stage.params
     inputs = stage_inputs(stage).limit(p["max_pairs"])
-    warp_params = {k: v for k, v in p.items() if k in WARP_FIELDS}
-    tree = artifact_tree(inputs, warp_all(inputs, warp_params, stage.log))
-    stage.write(tree, attrs={"input_source": inputs.source, "demo": inputs.demo})
+    if inputs.generated_hsi is not None:
+        stage.log(f"02_guides.h5 holds generated HSIs {inputs.generated_hsi.shape}: written unwarped")
+        tree = passthrough_tree(inputs)
+    else:
+        warp_params = {k: v for k, v in p.items() if k in WARP_FIELDS}
+        tree = artifact_tree(inputs, warp_all(inputs, warp_params, stage.log))
+    stage.write(tree, attrs={"input_source": inputs.source, "demo": inputs.demo, "warped": inputs.generated_hsi is None})
     return WarpSet(inputs, tree, inputs.demo)
 
 
