@@ -551,7 +551,7 @@ def load_jasper_ridge(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndar
 
     path = Path(path).expanduser()
     if not path.is_file():
-        raise DatasetError(f"{path}: no such file (Jasper Ridge, jasper_ridge_r198.mat; see ../shared/data/README.md)")
+        raise DatasetError(f"{path}: no such file (Jasper Ridge: jasperRidge2_R198.mat as distributed with Zhu, \"Hyperspectral Unmixing: Ground Truth Labeling, Datasets, Benchmark Performances and Survey\", arXiv:1708.05125; variables Y, maxValue, M, A)")
     try:
         contents = scipy.io.loadmat(path)
     except Exception as err:  # scipy raises ValueError, TypeError, OSError... for a corrupt file
