@@ -21,7 +21,7 @@ from hiralign.guides.fixture import EMBED_DIM, tiny_image_processor, tiny_vision
 from hiralign.guides.jitter import jitter_guides, photometric
 from hiralign.guides.quality import guide_quality, unrelated_layout
 from hiralign.guides.recompose import dihedral, recompose_guides
-from hiralign.guides.resize import fit_square, pad_to_multiple, restore
+from hiralign.guides.resize import as_rgb_batch, fit_square, pad_to_multiple, restore
 from hiralign.guides.sdedit import noise_to_start, start_timesteps
 from hiralign.metrics import ssim as metrics_ssim
 
@@ -198,7 +198,10 @@ TINY_DDPM = dict(patch_size=16, block_out_channels=(16, 32), train_steps=60, bat
 
 
 def test_local_ddpm_keeps_layout_varies_and_is_cached(proxies, tmp_path):
-    from hiralign.guides.local_ddpm import cache_key, LocalDDPMConfig
+    from dataclasses import asdict
+
+    from hiralign.cache import content_key
+    from hiralign.guides.local_ddpm import LocalDDPMConfig
 
     kw = dict(strength=0.2, steps=10, cache_dir=tmp_path, **TINY_DDPM)
     g = generate_guides(proxies, "local-ddpm", n_guides=3, seed=0, **kw)
@@ -209,10 +212,10 @@ def test_local_ddpm_keeps_layout_varies_and_is_cached(proxies, tmp_path):
     assert (div.ssim_to_proxy > 0.7).all(), div
     assert (div.between_guides > 0.05).all(), div
     cached = list(tmp_path.iterdir())
-    assert [p.name for p in cached] == [cache_key(proxies, LocalDDPMConfig(**TINY_DDPM))]
+    assert [p.name for p in cached] == [content_key(asdict(LocalDDPMConfig(**TINY_DDPM)), as_rgb_batch(proxies))]
     again = generate_guides(proxies, "local-ddpm", n_guides=3, seed=0, **kw)  # loads the cached model
     assert np.array_equal(g, again) and len(list(tmp_path.iterdir())) == 1
-    assert cache_key(proxies[:1], LocalDDPMConfig(**TINY_DDPM)) != cached[0].name
+    assert content_key(asdict(LocalDDPMConfig(**TINY_DDPM)), as_rgb_batch(proxies[:1])) != cached[0].name
     weaker = generate_guides(proxies, "local-ddpm", n_guides=3, seed=0, **{**kw, "strength": 0.1})  # fewer steps from less noise
     assert guide_quality(proxies, weaker).ssim_to_proxy.mean() > div.ssim_to_proxy.mean()
     assert np.allclose(generate_guides(proxies, "local-ddpm", n_guides=1, seed=0, **{**kw, "strength": 0.0})[:, 0], proxies, atol=1e-6)

@@ -148,7 +148,9 @@ def test_benchmark_splits_use_disjoint_pictures_and_round_trip_the_cache(tmp_pat
 
 def test_cache_dir_defaults_to_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("HIRALIGN_CACHE", str(tmp_path))
-    assert synthetic.default_cache_dir() == tmp_path
+    from hiralign.cache import cache_root
+
+    assert cache_root() == tmp_path
 
 
 # ----------------------------------------------------------------------------- domain shift

@@ -38,6 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage
 
+from hiralign.cache import cache_root
 from hiralign.data.cube import Cube, CubeError
 from hiralign.data.spectra import illuminant, load_library
 from hiralign.spectral import VISIBLE_31, display_rgb, rgb_band_indices, to_rgb
@@ -302,11 +303,6 @@ class Benchmark:
         return np.asarray(self.params["wavelengths"], dtype=np.float64)
 
 
-def default_cache_dir() -> Path:
-    """``$HIRALIGN_CACHE`` if set, else ``~/.cache/hiralign``."""
-    return Path(os.environ.get("HIRALIGN_CACHE") or Path.home() / ".cache" / "hiralign")
-
-
 def benchmark_params(size: int, counts: dict[str, int], seed: int, wavelengths: np.ndarray) -> dict:
     """Everything the benchmark depends on (the cache key), JSON-serialisable."""
     return {
@@ -377,7 +373,7 @@ def make_benchmark(size: int = 64, n_source_train: int = 24, n_source_test: int 
                    use_cache: bool = True) -> Benchmark:
     """The embedded SYNTHETIC benchmark, loaded from / saved to an .npz cache.
 
-    The cache file lives in ``cache_dir`` (default :func:`default_cache_dir`) and is named by a hash
+    The cache file lives in ``cache_dir`` (default :func:`hiralign.cache.cache_root`) and is named by a hash
     of every parameter plus ``FORMAT_VERSION``. An unreadable or mismatching file is regenerated
     with a warning; an unwritable cache directory only warns.
     """
@@ -391,7 +387,7 @@ def make_benchmark(size: int = 64, n_source_train: int = 24, n_source_test: int 
     params = benchmark_params(size, counts, seed, np.asarray(wavelengths, dtype=np.float64).reshape(-1))
     if not use_cache:
         return generate_benchmark(params)
-    path = cache_path(params, Path(cache_dir) if cache_dir is not None else default_cache_dir())
+    path = cache_path(params, Path(cache_dir) if cache_dir is not None else cache_root())
     if path.exists():
         try:
             return _load(path, params)

@@ -27,9 +27,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from hiralign.guides import function_parameters
+from hiralign.guides import call_generator, function_parameters
 from hiralign.registry import Registry
-from hiralign.runtime import thread_limit
 
 #: generator name -> "module:function" producing (N, G, B, H, W) HSIs (imported on first use).
 HSI_GENERATORS: Registry[str] = Registry("HSI generator")
@@ -73,17 +72,6 @@ def generate_hsis(proxy_hsi, wavelengths, generator: str = "ubf", n_generated: i
     ``params`` go to the generator (:func:`hsi_generator_parameters`); an unknown one raises
     ``TypeError`` listing the accepted names. ``threads`` > 0 limits torch's CPU threads.
     """
-    fn = hsi_generator_function(generator)
-    accepted = hsi_generator_parameters(generator)
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        raise TypeError(f"HSI generator {generator!r} does not take {unknown}; it accepts {sorted(accepted)}")
-    if int(n_generated) < 1:
-        raise ValueError(f"n_generated must be >= 1; got {n_generated}")
     cubes, wl = check_proxy_hsis(proxy_hsi, wavelengths)
-    with thread_limit(int(threads)):
-        hsis = fn(np.clip(cubes, 0.0, 1.0), wl, n_generated=int(n_generated), seed=int(seed), **params)
-    expected = (cubes.shape[0], int(n_generated)) + cubes.shape[1:]
-    if hsis.shape != expected:
-        raise RuntimeError(f"HSI generator {generator!r} returned shape {hsis.shape}, expected {expected}")
-    return np.ascontiguousarray(hsis, dtype=np.float32)
+    return call_generator(f"HSI generator {generator!r}", hsi_generator_function(generator), hsi_generator_parameters(generator),
+                          (np.clip(cubes, 0.0, 1.0), wl), "n_generated", n_generated, seed, threads, params)

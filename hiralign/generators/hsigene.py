@@ -33,15 +33,10 @@ Trained models are cached on disk keyed by a hash of the configuration, waveleng
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import diffusers
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -50,6 +45,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from hiralign.cache import load_denoiser, model_folder, save_denoiser
+from hiralign.cache import load_or_train as cached
 from hiralign.guides.resize import crop, pad_to_multiple, resize
 from hiralign.guides.sdedit import torch_generator
 from hiralign.spectral import rgb_band_indices, to_rgb
@@ -60,6 +57,8 @@ LOCAL_CHANNELS = 4
 GLOBAL_DIM = 6
 #: width of the (unused) cross-attention context diffusers' conditional UNet insists on
 CONTEXT_DIM = 8
+#: The file that marks a complete cached model folder.
+MARKER = "hsigene.json"
 
 
 @dataclass(frozen=True)
@@ -463,21 +462,18 @@ class HSIGene:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         save_file(self.vae.state_dict(), str(folder / "vae.safetensors"))
-        self.unet.save_pretrained(folder / "unet")
         if self.config.control == "concat":
             save_file(self.controlnet.state_dict(), str(folder / "control.safetensors"))
         else:
             self.controlnet.save_pretrained(folder / "controlnet")
-        self.scheduler.save_pretrained(folder / "scheduler")
         meta = {"config": asdict(self.config), "wavelengths": list(self.wavelengths), "scale_factor": self.scale_factor,
                 "vae_losses": self.vae_losses, "losses": self.losses, "vae": self.vae.hparams}
-        (folder / "hsigene.json").write_text(json.dumps(meta))
-        return folder
+        return save_denoiser(folder, self.unet, self.scheduler, meta, MARKER)
 
     @classmethod
     def load(cls, folder: Path | str) -> "HSIGene":
         folder = Path(folder)
-        meta = json.loads((folder / "hsigene.json").read_text())
+        unet, scheduler, meta = load_denoiser(folder, UNet2DConditionModel, MARKER)
         config = _make_config(meta["config"])
         vae = SpectralVAE(**meta["vae"])
         vae.load_state_dict(load_file(str(folder / "vae.safetensors")))
@@ -488,9 +484,9 @@ class HSIGene:
             control = ControlNetModel.from_pretrained(folder / "controlnet")
         return cls(
             vae=vae.eval(),
-            unet=UNet2DConditionModel.from_pretrained(folder / "unet").eval(),
+            unet=unet.eval(),
             controlnet=control.eval(),
-            scheduler=DDPMScheduler.from_pretrained(folder / "scheduler"),
+            scheduler=scheduler,
             config=config,
             wavelengths=tuple(meta["wavelengths"]),
             scale_factor=meta["scale_factor"],
@@ -594,36 +590,15 @@ def train_hsigene(proxy_hsi: np.ndarray, wavelengths: np.ndarray, config: HSIGen
 # caching
 # --------------------------------------------------------------------------------------------
 
-def cache_key(proxy_hsi: np.ndarray, wavelengths: np.ndarray, config: HSIGeneConfig) -> str:
-    """Hash of the configuration, wavelengths, proxy pixels and the diffusers/torch versions."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps(asdict(config), sort_keys=True).encode())
-    digest.update(f"{diffusers.__version__} {torch.__version__}".encode())
-    digest.update(np.ascontiguousarray(wavelengths, dtype=np.float64).tobytes())
-    digest.update(str(proxy_hsi.shape).encode())
-    digest.update(np.ascontiguousarray(proxy_hsi, dtype=np.float32).tobytes())
-    return digest.hexdigest()[:20]
-
-
-def default_cache_dir() -> Path:
-    """``$HIRALIGN_CACHE/hsigene`` or ``~/.cache/hiralign/hsigene``."""
-    root = os.environ.get("HIRALIGN_CACHE") or Path.home() / ".cache" / "hiralign"
-    return Path(root) / "hsigene"
-
-
 def load_or_train(proxy_hsi: np.ndarray, wavelengths: np.ndarray, config: HSIGeneConfig, cache_dir: Path | str | None = None,
                   device: str = "cpu", progress: bool = False) -> HSIGene:
-    """The cached model for these proxies and settings, trained (and cached atomically) on first use."""
-    folder = Path(cache_dir or default_cache_dir()) / cache_key(proxy_hsi, wavelengths, config)
-    if (folder / "hsigene.json").exists():
-        return HSIGene.load(folder)
-    model = train_hsigene(proxy_hsi, wavelengths, config, device=device, progress=progress)
-    tmp = model.save(folder.with_name(f"{folder.name}.tmp{os.getpid()}"))
-    if folder.exists():  # another process cached the same model meanwhile
-        shutil.rmtree(tmp)
-    else:
-        os.replace(tmp, folder)  # atomic: a half-written cache entry is never visible
-    return model
+    """The model for these proxies and settings, loaded from ``cache_dir`` (default
+    ``$HIRALIGN_CACHE/hsigene``, :mod:`hiralign.cache`) under a hash of the settings, the proxies, their wavelengths
+    and the diffusers/torch versions, or trained there atomically on first use."""
+    folder = model_folder("hsigene", cache_dir, asdict(config), np.asarray(proxy_hsi, dtype=np.float32),
+                          np.asarray(wavelengths, dtype=np.float64))
+    return cached(folder, MARKER, lambda: train_hsigene(proxy_hsi, wavelengths, config, device=device, progress=progress),
+                  HSIGene.save, HSIGene.load)
 
 
 # --------------------------------------------------------------------------------------------
@@ -694,7 +669,7 @@ def hsigene_hsis(proxy_hsi: np.ndarray, wavelengths: np.ndarray, n_generated: in
                  **training) -> np.ndarray:
     """(N, G, B, H, W) float32 HSIs in [0, 1]: G generated per proxy, conditioned on proxy n's RGB + edges.
 
-    Trains (or loads from ``cache_dir``, default :func:`default_cache_dir`) the small HSIGene on the
+    Trains (or loads from ``cache_dir``, default ``$HIRALIGN_CACHE/hsigene``) the small HSIGene on the
     proxies and their super-resolved crops; ``training`` holds other :class:`HSIGeneConfig` fields.
     ``device`` ``'auto'`` picks CUDA when present.
     """

@@ -24,20 +24,17 @@ per proxy only to keep the stage-2 layout. Trained models are cached on disk lik
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import diffusers
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from torch import nn
 from tqdm.auto import tqdm
 
+from hiralign.cache import load_denoiser, model_folder, save_denoiser
+from hiralign.cache import load_or_train as cached
 from hiralign.guides.local_ddpm import build_unet, natural_image_pool, random_patches, train_noise_predictor
 from hiralign.guides.resize import crop, pad_to_multiple
 from hiralign.guides.sdedit import torch_generator
@@ -80,6 +77,9 @@ class UBFConfig:
 
 #: the dataclass of the ``**training`` keywords of :func:`ubf_hsis`
 TRAINING_CONFIG = UBFConfig
+
+#: The file that marks a complete cached model folder.
+MARKER = "ubf.json"
 
 
 class UnmixingNet(nn.Module):
@@ -172,21 +172,17 @@ class UBFModel:
         return 2 ** (len(self.config.block_out_channels) - 1)
 
     def save(self, folder: Path | str) -> Path:
-        folder = Path(folder)
-        self.unet.save_pretrained(folder / "unet")
-        self.scheduler.save_pretrained(folder / "scheduler")
-        np.save(folder / "endmembers.npy", self.endmembers)
         meta = {"config": asdict(self.config), "unmixing_losses": self.unmixing_losses, "losses": self.losses}
-        (folder / "ubf.json").write_text(json.dumps(meta))
-        return folder
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / "endmembers.npy", self.endmembers)
+        return save_denoiser(folder, self.unet, self.scheduler, meta, MARKER)
 
     @classmethod
     def load(cls, folder: Path | str) -> "UBFModel":
-        folder = Path(folder)
-        meta = json.loads((folder / "ubf.json").read_text())
+        unet, scheduler, meta = load_denoiser(folder, UNet2DModel, MARKER)
         config = dict(meta["config"], block_out_channels=tuple(meta["config"]["block_out_channels"]))
-        return cls(np.load(folder / "endmembers.npy"), UNet2DModel.from_pretrained(folder / "unet"),
-                   DDPMScheduler.from_pretrained(folder / "scheduler"), UBFConfig(**config),
+        return cls(np.load(Path(folder) / "endmembers.npy"), unet, scheduler, UBFConfig(**config),
                    meta["unmixing_losses"], meta["losses"])
 
 
@@ -243,35 +239,15 @@ def mix(endmembers: np.ndarray, abundances: np.ndarray) -> np.ndarray:
     return np.clip(np.einsum("bk,...khw->...bhw", endmembers, abundances), 0.0, 1.0).astype(np.float32)
 
 
-def cache_key(proxy_hsi: np.ndarray, wavelengths: np.ndarray, config: UBFConfig) -> str:
-    """Hash of the configuration, the proxies, their wavelengths and the diffusers version."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps(asdict(config), sort_keys=True).encode())
-    digest.update(diffusers.__version__.encode())
-    digest.update(np.ascontiguousarray(proxy_hsi, dtype=np.float32).tobytes())
-    digest.update(np.ascontiguousarray(wavelengths, dtype=np.float64).tobytes())
-    return digest.hexdigest()[:20]
-
-
-def default_cache_dir() -> Path:
-    """``$HIRALIGN_CACHE/ubf`` or ``~/.cache/hiralign/ubf``."""
-    root = os.environ.get("HIRALIGN_CACHE") or Path.home() / ".cache" / "hiralign"
-    return Path(root) / "ubf"
-
-
 def load_or_train(proxy_hsi: np.ndarray, wavelengths: np.ndarray, config: UBFConfig, cache_dir: Path | str | None = None,
                   device: str = "cpu", progress: bool = False) -> UBFModel:
-    """The cached model for these proxies and settings, trained (and cached atomically) on first use."""
-    folder = Path(cache_dir or default_cache_dir()) / cache_key(proxy_hsi, wavelengths, config)
-    if (folder / "ubf.json").exists():
-        return UBFModel.load(folder)
-    model = train_ubf(proxy_hsi, wavelengths, config, device=device, progress=progress)
-    tmp = model.save(folder.with_name(f"{folder.name}.tmp{os.getpid()}"))
-    if folder.exists():
-        shutil.rmtree(tmp)
-    else:
-        os.replace(tmp, folder)
-    return model
+    """The model for these proxies and settings, loaded from ``cache_dir`` (default
+    ``$HIRALIGN_CACHE/ubf``, :mod:`hiralign.cache`) under a hash of the settings, the proxies, their wavelengths
+    and the diffusers/torch versions, or trained there atomically on first use."""
+    folder = model_folder("ubf", cache_dir, asdict(config), np.asarray(proxy_hsi, dtype=np.float32),
+                          np.asarray(wavelengths, dtype=np.float64))
+    return cached(folder, MARKER, lambda: train_ubf(proxy_hsi, wavelengths, config, device=device, progress=progress),
+                  UBFModel.save, UBFModel.load)
 
 
 def ubf_hsis(proxy_hsi: np.ndarray, wavelengths: np.ndarray, n_generated: int = 3, seed: int = 0, *, steps: int = 50,

@@ -69,18 +69,24 @@ def generate_guides(proxy_rgbs, generator: str = "jitter", n_guides: int = 3, se
     ``threads`` > 0 limits torch's CPU threads during the call (on a busy shared CPU one thread is
     often several times faster than two).
     """
-    fn = generator_function(generator)
-    accepted = generator_parameters(generator)
+    proxies = np.clip(as_rgb_batch(proxy_rgbs), 0.0, 1.0)
+    return call_generator(f"generator {generator!r}", generator_function(generator), generator_parameters(generator),
+                          (proxies,), "n_guides", n_guides, seed, threads, params)
+
+
+def call_generator(label: str, fn: Callable[..., np.ndarray], accepted: tuple[str, ...], inputs: tuple[np.ndarray, ...],
+                   count_name: str, count: int, seed: int, threads: int, params: dict[str, Any]) -> np.ndarray:
+    """``fn(*inputs, count_name=count, seed=seed, **params)`` under ``threads`` CPU threads, checked
+    to take only ``accepted`` params and to return ``(N, count, ...)`` for ``(N, ...)`` ``inputs[0]``,
+    as contiguous float32 (the one calling convention of guide and HSI generators)."""
     unknown = sorted(set(params) - set(accepted))
     if unknown:
-        raise TypeError(f"generator {generator!r} does not take {unknown}; it accepts {sorted(accepted)}")
-    if int(n_guides) < 1:
-        raise ValueError(f"n_guides must be >= 1; got {n_guides}")
-    proxies = np.clip(as_rgb_batch(proxy_rgbs), 0.0, 1.0)
+        raise TypeError(f"{label} does not take {unknown}; it accepts {sorted(accepted)}")
+    if int(count) < 1:
+        raise ValueError(f"{count_name} must be >= 1; got {count}")
     with thread_limit(int(threads)):
-        guides = fn(proxies, n_guides=int(n_guides), seed=int(seed), **params)
-    expected = (proxies.shape[0], int(n_guides)) + proxies.shape[1:]
-    if guides.shape != expected:
-        raise RuntimeError(f"generator {generator!r} returned shape {guides.shape}, expected {expected}")
-    return np.ascontiguousarray(guides, dtype=np.float32)
-
+        out = fn(*inputs, **{count_name: int(count)}, seed=int(seed), **params)
+    expected = (inputs[0].shape[0], int(count)) + inputs[0].shape[1:]
+    if out.shape != expected:
+        raise RuntimeError(f"{label} returned shape {out.shape}, expected {expected}")
+    return np.ascontiguousarray(out, dtype=np.float32)

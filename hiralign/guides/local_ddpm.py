@@ -10,14 +10,9 @@ by a hash of the training configuration and the proxy pixels.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import diffusers
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
@@ -25,8 +20,13 @@ from skimage import data as skdata
 from skimage.transform import resize as sk_resize
 from tqdm.auto import tqdm
 
+from hiralign.cache import load_denoiser, model_folder, save_denoiser
+from hiralign.cache import load_or_train as cached
 from hiralign.guides.resize import as_rgb_batch, crop, pad_to_multiple
 from hiralign.guides.sdedit import noise_to_start, start_timesteps, torch_generator
+
+#: The file that marks a complete cached model folder.
+MARKER = "local_ddpm.json"
 
 #: scikit-image's bundled images used as extra natural-image training data (grey ones repeated to RGB).
 #: Only images behind the embedded benchmark's SOURCE scenes: its target scenes (chelsea, retina, grass,
@@ -78,24 +78,13 @@ class LocalDDPM:
         return 2 ** (len(self.config.block_out_channels) - 1)
 
     def save(self, folder: Path | str) -> Path:
-        folder = Path(folder)
-        self.unet.save_pretrained(folder / "unet")
-        self.scheduler.save_pretrained(folder / "scheduler")
-        (folder / "local_ddpm.json").write_text(json.dumps({"config": asdict(self.config), "losses": self.losses}))
-        return folder
+        return save_denoiser(folder, self.unet, self.scheduler, {"config": asdict(self.config), "losses": self.losses}, MARKER)
 
     @classmethod
     def load(cls, folder: Path | str) -> "LocalDDPM":
-        folder = Path(folder)
-        meta = json.loads((folder / "local_ddpm.json").read_text())
-        config = meta["config"]
-        config["block_out_channels"] = tuple(config["block_out_channels"])
-        return cls(
-            unet=UNet2DModel.from_pretrained(folder / "unet"),
-            scheduler=DDPMScheduler.from_pretrained(folder / "scheduler"),
-            config=LocalDDPMConfig(**config),
-            losses=meta["losses"],
-        )
+        unet, scheduler, meta = load_denoiser(folder, UNet2DModel, MARKER)
+        config = dict(meta["config"], block_out_channels=tuple(meta["config"]["block_out_channels"]))
+        return cls(unet=unet, scheduler=scheduler, config=LocalDDPMConfig(**config), losses=meta["losses"])
 
 
 def natural_image_pool(shorter_side: int) -> list[np.ndarray]:
@@ -191,33 +180,13 @@ def train_local_ddpm(proxy_rgbs, config: LocalDDPMConfig = LocalDDPMConfig(), de
     return LocalDDPM(unet=unet.cpu(), scheduler=scheduler, config=config, losses=losses)
 
 
-def cache_key(proxy_rgbs, config: LocalDDPMConfig) -> str:
-    """Hash of the training configuration, the proxy pixels and the diffusers version."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps(asdict(config), sort_keys=True).encode())
-    digest.update(diffusers.__version__.encode())
-    digest.update(np.ascontiguousarray(as_rgb_batch(proxy_rgbs)).tobytes())
-    return digest.hexdigest()[:20]
-
-
-def default_cache_dir() -> Path:
-    """``$HIRALIGN_CACHE/local-ddpm`` or ``~/.cache/hiralign/local-ddpm``."""
-    root = os.environ.get("HIRALIGN_CACHE") or Path.home() / ".cache" / "hiralign"
-    return Path(root) / "local-ddpm"
-
-
 def load_or_train(proxy_rgbs, config: LocalDDPMConfig, cache_dir: Path | str | None = None, device: str = "cpu", progress: bool = False) -> LocalDDPM:
-    """The cached model for these proxies and settings, trained (and cached) on first use."""
-    folder = Path(cache_dir or default_cache_dir()) / cache_key(proxy_rgbs, config)
-    if (folder / "local_ddpm.json").exists():
-        return LocalDDPM.load(folder)
-    model = train_local_ddpm(proxy_rgbs, config, device=device, progress=progress)
-    tmp = model.save(folder.with_name(f"{folder.name}.tmp{os.getpid()}"))
-    if folder.exists():  # another process cached the same model meanwhile
-        shutil.rmtree(tmp)
-    else:
-        os.replace(tmp, folder)  # atomic: a half-written cache entry is never visible
-    return model
+    """The model for these proxies and settings, loaded from ``cache_dir`` (default
+    ``$HIRALIGN_CACHE/local-ddpm``, :mod:`hiralign.cache`) under a hash of the settings, the proxy pixels
+    and the diffusers/torch versions, or trained there atomically on first use."""
+    folder = model_folder("local-ddpm", cache_dir, asdict(config), as_rgb_batch(proxy_rgbs))
+    return cached(folder, MARKER, lambda: train_local_ddpm(proxy_rgbs, config, device=device, progress=progress),
+                  LocalDDPM.save, LocalDDPM.load)
 
 
 @torch.no_grad()
