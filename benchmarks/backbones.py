@@ -36,8 +36,9 @@ FAITHFUL = {
                  "keys equal the official code's (key-set test); no installable reference"),
     "ssumamba": ("SSUMamba (Fu et al., IEEE TGRS 2024)",
                  "keys equal the official code's (key-set test); no installable reference"),
+    "uafl": ("UAFL (Zhang et al., CVPR 2026)", "no: the official code is not released; written from the paper"),
 }
-TASK_OF_FAMILY = {"denoise": "denoise-gaussian", "sr": "sr-x4", "general": "inpaint"}
+TASK_OF_FAMILY = {"denoise": "denoise-gaussian", "sr": "sr-x4", "sr-ref": "sr-ref-x4", "general": "inpaint"}
 #: Networks whose CPU forward takes minutes (SSUMamba's pure-torch selective scan): one pass, 2 threads only.
 SLOW = {"ssumamba"}
 BANDS, SIZE, SCALE = 31, 64, 4
@@ -72,9 +73,11 @@ def registry_model(name: str) -> tuple[torch.nn.Module, str]:
 
 def measure(model: torch.nn.Module, family: str, repeats: int, slow: bool = False) -> dict:
     g = torch.Generator().manual_seed(0)
-    side = SIZE // SCALE if family == "sr" else SIZE
+    side = SIZE // SCALE if family in ("sr", "sr-ref") else SIZE
     x = torch.rand(1, BANDS, side, side, generator=g)
     extra = {"mask": (torch.rand(x.shape, generator=g) > 0.3).float()} if family == "general" else {}
+    if family == "sr-ref":
+        extra = {"ref": torch.rand(1, 3, SIZE, SIZE, generator=g)}
     def call(t: torch.Tensor) -> torch.Tensor:
         return model(t, **extra)
 

@@ -32,7 +32,9 @@ import torch.nn.functional as F
 from scipy.ndimage import correlate1d
 
 from hiralign.data import Cube
+from hiralign.misalign import Misalignment, misaligned_reference
 from hiralign.registry import Registry
+from hiralign.spectral import VISIBLE_31, rgb_band_indices
 
 Operator = Callable[..., tuple[np.ndarray, dict]]
 
@@ -128,6 +130,8 @@ def apply(name: str, cube: Cube | np.ndarray, seed: int = 0, **params: Any) -> C
     """Degrade ``cube`` and return the same class: a :class:`Cube` (wavelengths kept, the info in
     ``meta["degradation"]``) or a numpy array. See :func:`degrade` for the arguments."""
     if isinstance(cube, Cube):
+        if "wavelengths" in inspect.signature(_operator(name)).parameters and params.get("wavelengths") is None:
+            params["wavelengths"] = cube.wavelengths
         result = degrade(name, cube.data, seed=seed, **params)
         return cube.replace(result.data, meta={"degradation": result.info})
     return degrade(name, cube, seed=seed, **params).data
@@ -431,6 +435,34 @@ def _sr_bicubic(x, rng, scale: int = 4):
     if h % scale or w % scale:
         raise ValueError(f"sr-bicubic: height {h} and width {w} must be divisible by scale {scale}")
     return _bicubic_resize(x, (h // scale, w // scale)), {"scale": scale, "hr_shape": (h, w)}
+
+
+@register("sr-ref")
+def _sr_ref(x, rng, scale: int = 4, shift: float = 4.0, rotation_deg: float = 1.0, zoom: float = 0.01, elastic: float = 1.0,
+            elastic_sigma: float = 8.0, colour: float = 0.0, wavelengths: Sequence[float] | None = None):
+    """Reference-based SR with an unregistered HR RGB (UAFL): the observation is ``sr-bicubic``'s
+    ``(B, H/s, W/s)`` LR cube; ``info["ref"]`` is the clean cube's Eq. 4 RGB (bands nearest 660 /
+    550 / 470 nm of ``wavelengths``, default 400-700 nm in 10 nm steps for 31 bands) resampled
+    through a seeded misalignment (:mod:`hiralign.misalign`: a translation of exactly ``shift`` px,
+    rotation up to ``rotation_deg``, zoom up to ``zoom``, a smooth elastic field of up to ``elastic``
+    px, a colour change up to ``colour``), ``(3, H, W)`` float32.
+
+    info: ``scale``, ``hr_shape``, ``ref``, ``flow`` (``(2, H, W)`` (dx, dy) px with
+    ``ref(p) = rgb(p + flow(p))``), ``misalignment`` (``settings`` and what was ``drawn``: the shift
+    vector, rotation, zoom, gains and gammas), ``rgb_bands``. All zero settings give a registered reference.
+    """
+    if wavelengths is None:
+        if x.shape[0] != len(VISIBLE_31):
+            raise ValueError(f"sr-ref: give the wavelengths of the {x.shape[0]} bands (the default grid has {len(VISIBLE_31)})")
+        wavelengths = VISIBLE_31
+    if len(wavelengths) != x.shape[0]:
+        raise ValueError(f"sr-ref: {len(wavelengths)} wavelengths given for a cube with {x.shape[0]} bands")
+    bands = list(rgb_band_indices(wavelengths))
+    settings = Misalignment(float(shift), float(rotation_deg), float(zoom), float(elastic), float(elastic_sigma), float(colour))
+    lr, info = _sr_bicubic(x, rng, scale=scale)
+    ref, flow, drawn = misaligned_reference(x[bands], rng, settings)
+    return lr, {**info, "ref": ref, "flow": flow, "rgb_bands": bands,
+                "misalignment": {"settings": {k: float(v) for k, v in vars(settings).items()}, "drawn": drawn}}
 
 
 @register("blur")

@@ -6,8 +6,9 @@ A task ties a name used everywhere (notebook parameter ``task``, checkpoint conf
   operator that makes TRAINING pairs where it differs (complex noise: HSIR trains on non-i.i.d.
   Gaussian plus one sparse noise per sample, ``complex-train``, and tests on the full mixture),
 * the backbone *family* that solves it: ``denoise`` (same size in and out), ``sr`` (low-resolution
-  cube in, ``scale`` times larger out) or ``general`` (same size, plus the observation mask as an
-  extra input: ``model(x, mask=m)``),
+  cube in, ``scale`` times larger out), ``sr-ref`` (the same plus an unregistered high-resolution
+  RGB reference: ``model(x, ref=r)``, UAFL's setting) or ``general`` (same size, plus the
+  observation mask as an extra input: ``model(x, mask=m)``),
 * the extra inputs a restorer receives, taken from the degradation info.
 
 Every restorer is called as ``model(x, **task.extra_inputs(info))`` on an ``(N, B, h, w)`` batch.
@@ -22,7 +23,7 @@ from hiralign import degrade as dg
 from hiralign.data import Cube
 from hiralign.registry import Registry
 
-FAMILIES = ("denoise", "sr", "general")
+FAMILIES = ("denoise", "sr", "sr-ref", "general")
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,10 @@ class Task:
     def extra_inputs(self, info: dict | None, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
         """Keyword inputs besides the observation: for the ``general`` family the observation
         ``mask`` (float32, ``shape`` = the observation's (B, h, w), 1 = observed; all ones when the
-        degradation hides nothing, as for blur). Empty for the other families."""
+        degradation hides nothing, as for blur); for ``sr-ref`` the reference ``ref`` (float32
+        ``(3, h * scale, w * scale)``). Empty for the other families."""
+        if self.family == "sr-ref":
+            return {"ref": self.reference(info, shape)}
         if self.family != "general":
             return {}
         mask = (info or {}).get("mask")
@@ -63,6 +67,17 @@ class Task:
         if mask.shape != tuple(shape):
             raise ValueError(f"task {self.name!r}: mask shape {mask.shape} differs from observation shape {tuple(shape)}")
         return {"mask": mask}
+
+    def reference(self, info: dict | None, shape: tuple[int, ...]) -> np.ndarray:
+        """The ``sr-ref`` reference of a degradation ``info``, checked against the LR ``shape`` (B, h, w)."""
+        ref = (info or {}).get("ref")
+        if ref is None:
+            raise ValueError(f"task {self.name!r} needs the reference RGB 'ref' of its degradation; the info has none")
+        ref = np.asarray(ref, dtype=np.float32)
+        expected = (3, shape[-2] * self.scale, shape[-1] * self.scale)
+        if ref.shape != expected:
+            raise ValueError(f"task {self.name!r}: reference shape {ref.shape} differs from (3, h x {self.scale}, w x {self.scale}) = {expected}")
+        return ref
 
 
 #: The tasks by name (a :class:`~hiralign.registry.Registry`: ``TASKS.names()``, ``"sr-x4" in TASKS``).
@@ -75,6 +90,10 @@ for _task in (
                      "trained on Gaussian + one of {none, impulse, stripe, deadline} per sample (HSIR)"),
     Task("sr-x4", "sr", "sr-bicubic", {"scale": 4}, scale=4,
          description="bicubic x4 downsampling; the restorer upsamples x4"),
+    Task("sr-ref-x4", "sr-ref", "sr-ref", {"scale": 4}, scale=4,
+         description="bicubic x4 downsampling with an unregistered HR RGB reference (4 px shift, 1 deg, 1% zoom, 1 px elastic)"),
+    Task("sr-ref-x8", "sr-ref", "sr-ref", {"scale": 8}, scale=8,
+         description="bicubic x8 downsampling with an unregistered HR RGB reference (4 px shift, 1 deg, 1% zoom, 1 px elastic)"),
     Task("deblur", "general", "blur", {"radius": 15},
          description="Gaussian blur, radius 15 (mask = all observed)"),
     Task("bandmiss", "general", "bandmiss", {"ratio": 0.3},
@@ -84,6 +103,12 @@ for _task in (
 ):
     TASKS.register(_task.name, _task)
 del _task
+
+
+def pipeline_tasks() -> list[str]:
+    """The tasks the notebook pipeline runs: all but the ``sr-ref`` family, whose reference RGB the
+    stage records do not carry yet (UAFL: ``benchmarks/uafl.py``, docs/uafl.md)."""
+    return [name for name, task in TASKS.items() if task.family != "sr-ref"]
 
 
 def get_task(task: str | Task) -> Task:

@@ -14,7 +14,7 @@ from hiralign.restorers.classical import SubspaceTVParams, baseline, fill_missin
 from hiralign.restorers.inference import restore_batch, tile_spans
 from hiralign.tasks import get_task
 
-TASK_OF_FAMILY = {"denoise": "denoise-gaussian", "sr": "sr-x4", "general": "inpaint"}
+TASK_OF_FAMILY = {"denoise": "denoise-gaussian", "sr": "sr-x4", "sr-ref": "sr-ref-x4", "general": "inpaint"}
 BANDS = 6
 
 
@@ -22,6 +22,8 @@ def tiny_input(family: str, size: int, seed: int = 0) -> tuple[torch.Tensor, dic
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(2, BANDS, size, size - 2, generator=g)
     extra = {"mask": (torch.rand(x.shape, generator=g) > 0.5).float()} if family == "general" else {}
+    if family == "sr-ref":
+        extra = {"ref": torch.rand(2, 3, 4 * size, 4 * (size - 2), generator=g)}
     return x, extra
 
 

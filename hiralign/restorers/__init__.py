@@ -6,7 +6,8 @@ Every restorer is an ``nn.Module`` called as ``model(x, **extra)``:
 
 * ``x`` is the degraded batch ``(N, B, h, w)`` float32 on the [0, 1] scale;
 * ``extra`` holds the task's extra inputs (:meth:`hiralign.tasks.Task.extra_inputs`): nothing for
-  denoising and super-resolution, ``mask=`` (``(N, B, h, w)``, 1 = observed) for the ``general``
+  denoising and super-resolution, ``ref=`` (``(N, 3, H, W)``, an unregistered HR RGB) for
+  reference-based SR (``sr-ref``), ``mask=`` (``(N, B, h, w)``, 1 = observed) for the ``general``
   family (deblur, band completion, inpainting);
 * the result is the restored batch ``(N, B, H, W)``; super-resolution backbones take the
   low-resolution batch and return ``H = h * scale``, with ``scale`` fixed when the model is built.
@@ -45,7 +46,8 @@ Registered backbones (``names()``)
 ----------------------------------
 * The paper's backbones, faithful to their publications (:mod:`hiralign.restorers.paper`; released
   weights load): ``qrnn3d``, ``t3sc``, ``sert``, ``ssumamba`` (denoise); ``mcnet``, ``sspsr``,
-  ``essaformer`` (SR); ``promptir`` (general). Configurations ``paper`` (the default, the
+  ``essaformer`` (SR); ``promptir`` (general); ``uafl`` (reference-based SR,
+  written from the paper: no code was released). Configurations ``paper`` (the default, the
   published size) and ``tiny`` (same code paths, a few channels: CPU tests and fixture runs).
 * CPU-sized stand-ins in their spirit (:mod:`hiralign.restorers.tiny`, the mini profile and the
   demo): ``spectral-cnn`` (denoise default), ``tiny-qrnn3d``, ``tiny-sert`` (denoise);
@@ -83,7 +85,7 @@ class Backbone:
 _REGISTRY: Registry[Backbone] = Registry("backbone")
 
 #: The backbone a task uses when none is named (the CPU-friendly one of each family).
-DEFAULTS = {"denoise": "spectral-cnn", "sr": "tiny-sspsr", "general": "tiny-unet"}
+DEFAULTS = {"denoise": "spectral-cnn", "sr": "tiny-sspsr", "sr-ref": "uafl", "general": "tiny-unet"}
 
 
 def register(name: str, family: str, configs: Mapping[str, Mapping[str, Any]], description: str = "") -> Callable:
@@ -165,7 +167,7 @@ def get(name: str, bands: int, task: str | Task, size: str | None = None, layout
             f"({task.family}); backbones for it: {', '.join(names(task))}"
         )
     size, config = resolve_config(name, size, **cfg)
-    kwargs = {"scale": task.scale} if task.family == "sr" else {}
+    kwargs = {"scale": task.scale} if task.family in ("sr", "sr-ref") else {}
     model = entry.build(bands=int(bands), **kwargs, **config)
     model.build_config = {
         "backbone": name, "size": size, "cfg": config, "bands": int(bands), "task": task.name, "scale": task.scale,

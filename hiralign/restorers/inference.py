@@ -9,7 +9,9 @@ as long as ``overlap >= r``: tiled == untiled up to float rounding. ``blend="win
 averages overlapping tiles with linear ramps of width ``overlap`` -- smoother for global models
 (attention over the whole input), for which no tiling is exact.
 
-Super-resolution models are tiled on the low-resolution input; the output spans scale with them.
+Super-resolution models are tiled on the low-resolution input; the output spans scale with them,
+and so do the crops of an extra input given at a multiple of the input size (the HR reference of
+``sr-ref``).
 """
 from __future__ import annotations
 
@@ -90,6 +92,17 @@ def output_scale(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     return scale
 
 
+def crop_extra(name: str, v: torch.Tensor, size: tuple[int, int], r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
+    """The tile ``[r0, r1) x [c0, c1)`` of the input (``size`` = its h, w) cut from extra input ``v``,
+    which is the input's size (a mask) or an integer multiple ``f`` of it (a reference: rows
+    ``f r0 .. f r1``)."""
+    h, w = size
+    f = v.shape[-2] // h
+    if f < 1 or v.shape[-2:] != (h * f, w * f):
+        raise ValueError(f"extra input {name!r} of spatial size {tuple(v.shape[-2:])} is not an integer multiple of the input's {size}")
+    return v[..., r0 * f : r1 * f, c0 * f : c1 * f]
+
+
 def restore_batch(model: nn.Module, x: torch.Tensor, extra: dict[str, torch.Tensor] | None = None,
                   tile: int | None = None, overlap: int | None = None, blend: str = "crop") -> torch.Tensor:
     """``model(x, **extra)`` for an ``(N, B, h, w)`` batch, tiled when ``tile`` is set and the input
@@ -110,7 +123,7 @@ def restore_batch(model: nn.Module, x: torch.Tensor, extra: dict[str, torch.Tens
         scale = 1
         for r0, r1, kr0, kr1 in rows:
             for c0, c1, kc0, kc1 in cols:
-                piece = model(x[..., r0:r1, c0:c1], **{k: v[..., r0:r1, c0:c1] for k, v in extra.items()})
+                piece = model(x[..., r0:r1, c0:c1], **{k: crop_extra(k, v, (h, w), r0, r1, c0, c1) for k, v in extra.items()})
                 if out is None:
                     scale = output_scale(model, x[..., r0:r1, c0:c1], piece)
                     out = torch.zeros(*x.shape[:2], h * scale, w * scale, dtype=piece.dtype, device=piece.device)
@@ -132,7 +145,8 @@ def restore(model: nn.Module, x: np.ndarray, extra: dict[str, np.ndarray] | None
             overlap: int | None = None, device: str | torch.device = "cpu", blend: str = "crop") -> np.ndarray:
     """Restore one ``(B, h, w)`` numpy observation; returns float32 ``(B, H, W)`` numpy.
 
-    ``extra`` holds the task's extra inputs as ``(B, h, w)`` arrays (e.g. ``mask``). The model is
+    ``extra`` holds the task's extra inputs as arrays without the batch axis (``mask`` ``(B, h, w)``,
+    ``ref`` ``(3, h s, w s)``). The model is
     moved to ``device`` (and left there); see :func:`restore_batch` for tiling.
     """
     model.to(device)

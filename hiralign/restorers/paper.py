@@ -18,7 +18,7 @@ from types import ModuleType
 
 from torch import nn
 
-from hiralign.restorers import essaformer, mcnet, promptir, qrnn3d, register, sert, sspsr, ssumamba, t3sc
+from hiralign.restorers import essaformer, mcnet, promptir, qrnn3d, register, sert, sspsr, ssumamba, t3sc, uafl
 from hiralign.restorers.plugins import Plugged, adapt
 
 #: Registry name -> (task family, module with ``build``, ``PAPER_CONFIG`` and ``TINY_CONFIG``).
@@ -31,6 +31,7 @@ FAITHFUL: dict[str, tuple[str, ModuleType]] = {
     "sspsr": ("sr", sspsr),
     "essaformer": ("sr", essaformer),
     "promptir": ("general", promptir),
+    "uafl": ("sr-ref", uafl),
 }
 
 

@@ -28,8 +28,9 @@ on ``(N, B, H, W)`` batches:
 * ``multiple``: H and W are padded (replicate) to a multiple of it before the call and the output
   is cropped back, so a network with two stride-2 downsamplings runs on 33 x 33 inputs; declared by
   ``input_multiple`` or the argument, default 1;
-* extra inputs (the ``mask`` of the general family) are passed only to networks whose ``forward``
-  accepts them.
+* extra inputs (the ``mask`` of the general family, the ``ref`` of reference-based SR) are passed
+  only to networks whose ``forward`` accepts them, each padded at its own scale (a ``ref`` of
+  ``scale`` times the input's size gets ``scale`` times the padding).
 
 The wrapper's ``build_config`` records the factory, its keywords and the adapter, so a checkpoint
 saved by :func:`hiralign.train.save_checkpoint` rebuilds the same model in any process that can
@@ -169,7 +170,7 @@ class Plugged(nn.Module):
         if int(multiple) < 1:
             raise PluginError(f"input multiple must be >= 1, got {multiple}")
         self.net, self.layout, self.input_multiple = net, layout, int(multiple)
-        self._extra_ok = _accepts(net.forward, "mask")
+        self._forward = net.forward
         radius = getattr(net, "receptive_radius", None)
         self.receptive_radius = radius
         self.tile_align = max(int(getattr(net, "tile_align", 1) or 1), self.input_multiple)
@@ -177,7 +178,8 @@ class Plugged(nn.Module):
     def forward(self, x: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         x, offset = pad_to_multiple(x, self.input_multiple)
-        extra = {k: pad_to_multiple(v, self.input_multiple)[0] for k, v in extra.items()} if self._extra_ok else {}
+        extra = {k: pad_to_multiple(v, self.input_multiple * (v.shape[-1] // w))[0] for k, v in extra.items()
+                 if _accepts(self._forward, k)}
         y = self.net(x[:, None] if self.layout == "b1chw" else x, **extra)
         if self.layout == "b1chw":
             y = y[:, 0]

@@ -20,7 +20,8 @@ from hiralign.tasks import Task
 @dataclass
 class Pair:
     """A training / validation pair: ``degraded`` ``(B, h, w)``, ``clean`` ``(B, H, W)`` and the
-    task's extra inputs (e.g. ``mask``) as ``(B, h, w)`` arrays."""
+    task's extra inputs at the observation's size (``mask`` ``(B, h, w)``) or the clean one's
+    (``ref`` ``(3, H, W)``)."""
 
     degraded: np.ndarray
     clean: np.ndarray
@@ -80,10 +81,13 @@ def crop_pair(pair: Pair, patch: int, rng: np.random.Generator, augment: bool) -
     if min(h, w) < lr:
         raise ValueError(f"pair observation {pair.degraded.shape} is smaller than a {lr}-px patch")
     top, left = int(rng.integers(h - lr + 1)), int(rng.integers(w - lr + 1))
-    window = (slice(None), slice(top, top + lr), slice(left, left + lr))
-    hr = (slice(None), slice(top * scale, (top + lr) * scale), slice(left * scale, (left + lr) * scale))
+
+    def window(a: np.ndarray) -> np.ndarray:  # the crop at a's own scale (1 for the observation, scale for HR arrays)
+        f = a.shape[-1] // w
+        return a[..., top * f : (top + lr) * f, left * f : (left + lr) * f]
+
     keys = list(pair.extra)
-    arrays = [pair.degraded[window], pair.clean[hr], *(pair.extra[k][window] for k in keys)]
+    arrays = [window(pair.degraded), window(pair.clean), *(window(pair.extra[k]) for k in keys)]
     if augment:
         arrays = augment_patch(arrays, rng, rotate=False)
     return Pair(arrays[0], arrays[1], dict(zip(keys, arrays[2:])))

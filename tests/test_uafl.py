@@ -1,0 +1,220 @@
+"""UAFL (reference-based SR with an unregistered RGB): the sr-ref degradation, DCNv2, the backbone."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from hiralign import degrade as dg
+from hiralign import restorers
+from hiralign.misalign import Misalignment, misalignment_field, warp_image
+from hiralign.restorers.deform import flow_warp, modulated_deform_conv2d
+from hiralign.restorers.inference import restore, restore_batch
+from hiralign.restorers.uafl import mix, svd_endmembers, unmix
+from hiralign.spectral import VISIBLE_31, rgb_band_indices
+from hiralign.tasks import get_task
+from hiralign.unmixing import svd_basis
+
+
+@pytest.fixture
+def cube() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    smooth = ndimage.gaussian_filter(rng.random((31, 40, 48)), sigma=(2, 3, 3))
+    return ((smooth - smooth.min()) / np.ptp(smooth)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- the degradation
+
+def test_sr_ref_is_seeded_and_returns_the_lr_cube_and_the_known_field(cube):
+    task = get_task("sr-ref-x4")
+    a, b, other = task.degrade(cube, seed=5), task.degrade(cube, seed=5), task.degrade(cube, seed=6)
+    assert np.array_equal(a.data, b.data) and np.array_equal(a.info["ref"], b.info["ref"])
+    assert not np.allclose(a.info["flow"], other.info["flow"])
+    assert np.array_equal(a.data, dg.degrade("sr-bicubic", cube, scale=4).data)  # the LR cube is sr-bicubic's
+    assert a.info["ref"].shape == (3, 40, 48) and a.info["flow"].shape == (2, 40, 48)
+    rgb = cube[list(rgb_band_indices(VISIBLE_31))]
+    assert np.allclose(a.info["ref"], warp_image(rgb, a.info["flow"]), atol=1e-6)  # ref(p) = rgb(p + flow(p))
+    settings = a.info["misalignment"]["settings"]
+    assert settings["shift"] == 4.0 and np.isclose(np.hypot(*a.info["misalignment"]["drawn"]["shift_xy"]), 4.0)
+
+
+def test_a_pure_translation_is_exactly_the_seeded_shift(cube):
+    d = dg.degrade("sr-ref", cube, seed=2, scale=4, shift=3.0, rotation_deg=0, zoom=0, elastic=0)
+    dx, dy = d.info["misalignment"]["drawn"]["shift_xy"]
+    assert np.allclose(d.info["flow"][0], dx, atol=1e-5) and np.allclose(d.info["flow"][1], dy, atol=1e-5)
+    assert np.isclose(np.hypot(dx, dy), 3.0)
+    rgb = cube[list(rgb_band_indices(VISIBLE_31))]
+    shifted = np.stack([ndimage.shift(band, (-dy, -dx), order=1, mode="nearest") for band in rgb])  # independent reference
+    assert np.abs(d.info["ref"] - shifted)[:, 5:-5, 5:-5].max() < 1e-5
+
+
+def test_zero_misalignment_is_the_registered_rgb_and_the_elastic_field_peaks_at_its_amplitude(cube):
+    d = dg.degrade("sr-ref", cube, seed=0, shift=0, rotation_deg=0, zoom=0, elastic=0)
+    assert np.array_equal(d.info["ref"], cube[list(rgb_band_indices(VISIBLE_31))])
+    flow, _ = misalignment_field((40, 48), np.random.default_rng(1), Misalignment(shift=0, rotation_deg=0, zoom=0, elastic=2.5))
+    assert np.isclose(np.sqrt((flow ** 2).sum(0)).max(), 2.5)
+    coloured = dg.degrade("sr-ref", cube, seed=0, shift=0, rotation_deg=0, zoom=0, elastic=0, colour=0.2)
+    assert not np.allclose(coloured.info["ref"], d.info["ref"]) and coloured.info["ref"].min() >= 0
+
+
+def test_sr_ref_refuses_bad_settings_and_wavelengths(cube):
+    with pytest.raises(ValueError, match="give the wavelengths"):
+        dg.degrade("sr-ref", cube[:20])
+    with pytest.raises(ValueError, match="wavelengths given"):
+        dg.degrade("sr-ref", cube, wavelengths=VISIBLE_31[:30])
+    with pytest.raises(ValueError, match="shift must be a finite number >= 0"):
+        dg.degrade("sr-ref", cube, shift=-1)
+    assert dg.degrade("sr-ref", cube[:20], wavelengths=np.linspace(450, 690, 20)).info["ref"].shape == (3, 40, 48)
+
+
+def test_the_task_hands_the_reference_to_the_restorer_and_checks_it(cube):
+    task = get_task("sr-ref-x8")
+    d = task.degrade(cube, seed=0)
+    assert d.data.shape == (31, 5, 6) and task.extra_inputs(d.info, d.data.shape)["ref"].shape == (3, 40, 48)
+    with pytest.raises(ValueError, match="needs the reference RGB"):
+        task.extra_inputs({}, d.data.shape)
+    with pytest.raises(ValueError, match="reference shape"):
+        task.extra_inputs({"ref": d.info["ref"][:, :-8]}, d.data.shape)
+
+
+# ----------------------------------------------------------------------------- DCNv2 and warping
+
+def _bilinear(img: np.ndarray, y: float, x: float) -> float:
+    y0, x0, value = int(np.floor(y)), int(np.floor(x)), 0.0
+    for yi in (y0, y0 + 1):
+        for xi in (x0, x0 + 1):
+            if 0 <= yi < img.shape[0] and 0 <= xi < img.shape[1]:
+                value += img[yi, xi] * (1 - abs(y - yi)) * (1 - abs(x - xi))
+    return value
+
+
+def test_modulated_deform_conv_matches_a_direct_loop_and_plain_convolution():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 4, 5, 6, generator=g, dtype=torch.float64)
+    w = torch.randn(3, 4, 3, 3, generator=g, dtype=torch.float64)
+    b = torch.randn(3, generator=g, dtype=torch.float64)
+    zero, ones = torch.zeros(1, 36, 5, 6, dtype=torch.float64), torch.ones(1, 18, 5, 6, dtype=torch.float64)
+    assert torch.allclose(modulated_deform_conv2d(x, zero, w, ones, b, padding=1), F.conv2d(x, w, b, padding=1), atol=1e-12)
+    offset = 1.5 * torch.randn(1, 36, 5, 6, generator=g, dtype=torch.float64)  # 2 offset groups x 9 taps x (dy, dx)
+    mask = torch.rand(1, 18, 5, 6, generator=g, dtype=torch.float64)
+    y = modulated_deform_conv2d(x, offset, w, mask, b, padding=1).numpy()
+    off, m, xs, ws = offset.numpy().reshape(2, 9, 2, 5, 6), mask.numpy().reshape(2, 9, 5, 6), x.numpy()[0], w.numpy()
+    expected = np.zeros_like(y)
+    for o in range(3):
+        for i in range(5):
+            for j in range(6):
+                total = b[o].item()
+                for c in range(4):
+                    for k in range(9):
+                        gr, (ki, kj) = c // 2, divmod(k, 3)
+                        total += ws[o, c, ki, kj] * m[gr, k, i, j] * _bilinear(xs[c], i - 1 + ki + off[gr, k, 0, i, j],
+                                                                              j - 1 + kj + off[gr, k, 1, i, j])
+                expected[0, o, i, j] = total
+    assert np.abs(y - expected).max() < 1e-10
+
+
+def test_modulated_deform_conv_agrees_with_torchvision_where_it_imports():
+    tv_ops = pytest.importorskip("torchvision.ops", reason="torchvision's CPU build is not installable beside the CPU torch here")
+    g = torch.Generator().manual_seed(1)
+    x, w = torch.randn(2, 4, 7, 7, generator=g), torch.randn(5, 4, 3, 3, generator=g)
+    offset, mask = 2 * torch.randn(2, 36, 7, 7, generator=g), torch.rand(2, 18, 7, 7, generator=g)
+    ours = modulated_deform_conv2d(x, offset, w, mask, padding=1)
+    assert torch.allclose(ours, tv_ops.deform_conv2d(x, offset, w, padding=1, mask=mask), atol=1e-4)
+
+
+def test_flow_warp_follows_the_misalignment_convention():
+    rng = np.random.default_rng(3)
+    image = ndimage.gaussian_filter(rng.random((3, 20, 24)), (0, 2, 2)).astype(np.float32)
+    flow, _ = misalignment_field((20, 24), rng, Misalignment(shift=2.3, rotation_deg=3, zoom=0.02, elastic=1.0))
+    warped = flow_warp(torch.from_numpy(image)[None].double(), torch.from_numpy(flow)[None])[0].numpy()
+    assert np.abs(warped - warp_image(image, flow)).max() < 1e-5
+
+
+# ----------------------------------------------------------------------------- the backbone
+
+def test_svd_unmixing_reconstructs_a_rank_k_cube_and_spans_the_numpy_basis():
+    rng = np.random.default_rng(0)
+    e0, a0 = rng.random((31, 3)), rng.random((3, 12, 10))
+    x = torch.from_numpy(np.einsum("bk,khw->bhw", e0, a0))[None]
+    e, a = unmix(x, 3)
+    assert torch.allclose(mix(e, a), x, atol=1e-10)
+    reference = svd_basis(x[0].reshape(31, -1).T.numpy(), 3)  # hiralign.unmixing, numpy
+    assert np.allclose(e[0].numpy() @ e[0].numpy().T, reference @ reference.T, atol=1e-8)
+    assert torch.allclose(svd_endmembers(x, 3).transpose(1, 2) @ svd_endmembers(x, 3), torch.eye(3, dtype=x.dtype), atol=1e-10)
+
+
+@pytest.mark.parametrize("task, lr", [("sr-ref-x4", (7, 9)), ("sr-ref-x8", (5, 4))])
+def test_uafl_forward_backward_and_the_zeroed_residual_is_the_upsampled_input(task, lr):
+    torch.manual_seed(0)
+    model = restorers.get("uafl", 31, task, size="tiny")
+    s = get_task(task).scale
+    x, ref = torch.rand(2, 31, *lr), torch.rand(2, 3, lr[0] * s, lr[1] * s)
+    up = F.interpolate(x, scale_factor=s, mode="bicubic", align_corners=False)
+    assert torch.equal(model(x, ref=ref), up)  # the residual head starts at zero: Y = X_up
+    target = torch.rand_like(up)
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):  # one step moves the head off zero, then every parameter gets a gradient
+        optimiser.zero_grad()
+        y = model(x, ref=ref)
+        (y - target).abs().mean().backward()
+        optimiser.step()
+    assert y.shape == (2, 31, lr[0] * s, lr[1] * s) and torch.isfinite(y).all() and not torch.equal(model(x, ref=ref), up)
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
+    assert grads["net.head.weight"].abs().sum() > 0 and grads["net.embed_ref.weight"].abs().sum() > 0  # the reference is used
+    torch.nn.init.zeros_(model.net.head.weight)
+    torch.nn.init.zeros_(model.net.head.bias)
+    assert torch.equal(model(x, ref=ref), up)  # with the residual branch zeroed the output is X_up exactly
+
+
+def test_uafl_refuses_a_reference_of_the_wrong_size_and_too_many_endmembers():
+    model = restorers.get("uafl", 31, "sr-ref-x4", size="tiny")
+    with pytest.raises(ValueError, match="reference"):
+        model(torch.rand(1, 31, 6, 6), ref=torch.rand(1, 3, 20, 24))
+    with pytest.raises(ValueError, match="K must be <= B"):
+        restorers.get("uafl", 2, "sr-ref-x4", size="tiny")
+    with pytest.raises(ValueError, match="cannot solve task"):
+        restorers.get("uafl", 31, "sr-x4", size="tiny")
+
+
+class _ReferenceEcho(torch.nn.Module):
+    """Returns the reference's first channel in every band: tiled == untiled iff each tile got its own HR crop."""
+
+    def forward(self, x, ref):
+        assert ref.shape[-2:] == (4 * x.shape[-2], 4 * x.shape[-1])
+        return ref[:, :1].expand(-1, x.shape[1], -1, -1)
+
+
+def test_tiling_crops_the_reference_at_the_output_scale(cube):
+    d = get_task("sr-ref-x4").degrade(cube, seed=0)
+    echo = restore(_ReferenceEcho(), d.data, {"ref": d.info["ref"]}, tile=6, overlap=1)
+    assert np.array_equal(echo, np.broadcast_to(d.info["ref"][:1], echo.shape))
+    model = restorers.get("uafl", 31, "sr-ref-x4", size="tiny")  # untrained, its head zero: Y = X_up, a local model
+    x, ref = torch.from_numpy(d.data)[None], torch.from_numpy(d.info["ref"])[None]
+    assert torch.allclose(restore_batch(model, x, {"ref": ref}, tile=8, overlap=3), model(x, ref=ref), atol=1e-5)
+    with pytest.raises(ValueError, match="not an integer multiple"):
+        restore_batch(model, x, {"ref": ref[..., :-1]}, tile=6, overlap=2)
+
+
+def test_training_crops_take_the_reference_at_the_clean_scale(cube):
+    from hiralign.train.patches import Pair, crop_pair, degraded_patches
+
+    d = get_task("sr-ref-x4").degrade(cube, seed=0)
+    pair = Pair(d.data, cube, {"ref": cube[:3].copy()})  # a reference registered with the clean cube
+    for seed in range(4):
+        crop = crop_pair(pair, 16, np.random.default_rng(seed), augment=True)
+        assert crop.degraded.shape == (31, 4, 4) and crop.extra["ref"].shape == (3, 16, 16)
+        assert np.array_equal(crop.extra["ref"], crop.clean[:3])
+    patches = degraded_patches([cube], get_task("sr-ref-x4"), 2, 16, np.random.default_rng(0))
+    assert [p.extra["ref"].shape for p in patches] == [(3, 16, 16)] * 2
+
+
+def test_the_notebook_pipeline_refuses_sr_ref_tasks_with_a_pointer():
+    from hiralign import proxy
+    from hiralign.tasks import pipeline_tasks
+
+    assert "sr-x4" in pipeline_tasks() and not any(t.startswith("sr-ref") for t in pipeline_tasks())
+    with pytest.raises(Exception, match="benchmarks/uafl.py"):
+        proxy.check({"task": "sr-ref-x4", "backbone": "", "backbone_kwargs": "", "checkpoint": ""})
