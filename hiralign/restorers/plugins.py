@@ -126,6 +126,10 @@ def resolve_factory(target: str) -> Callable[..., nn.Module]:
     return obj
 
 
+#: The extra inputs of hiralign's tasks (hiralign.tasks.Task.extra_inputs).
+EXTRA_INPUTS = ("mask", "ref")
+
+
 def _accepts(fn: Callable, name: str) -> bool:
     try:
         params = inspect.signature(fn).parameters
@@ -170,7 +174,7 @@ class Plugged(nn.Module):
         if int(multiple) < 1:
             raise PluginError(f"input multiple must be >= 1, got {multiple}")
         self.net, self.layout, self.input_multiple = net, layout, int(multiple)
-        self._forward = net.forward
+        self._extra_names = {name for name in EXTRA_INPUTS if _accepts(net.forward, name)}
         radius = getattr(net, "receptive_radius", None)
         self.receptive_radius = radius
         self.tile_align = max(int(getattr(net, "tile_align", 1) or 1), self.input_multiple)
@@ -179,7 +183,7 @@ class Plugged(nn.Module):
         h, w = x.shape[-2:]
         x, offset = pad_to_multiple(x, self.input_multiple)
         extra = {k: pad_to_multiple(v, self.input_multiple * (v.shape[-1] // w))[0] for k, v in extra.items()
-                 if _accepts(self._forward, k)}
+                 if k in self._extra_names}
         y = self.net(x[:, None] if self.layout == "b1chw" else x, **extra)
         if self.layout == "b1chw":
             y = y[:, 0]
