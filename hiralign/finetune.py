@@ -592,7 +592,7 @@ def train_config(params: Mapping[str, Any]) -> TrainConfig:
 def check(params: dict[str, Any]) -> None:
     """Parameter checks of stage 3 (no work): compositions, ratio, validation, loss, sizes, files."""
     from hiralign.stages import require
-    from hiralign.tasks import pipeline_tasks
+    from hiralign.tasks import TASKS
     from hiralign.train import LOSSES
 
     stage = "04_finetune"
@@ -600,7 +600,7 @@ def check(params: dict[str, Any]) -> None:
     require(stage, params, "compare", lambda v: set(parse_list(v)) <= set(COMPOSITIONS),
             f"empty or comma-separated compositions ({', '.join(COMPOSITIONS)})")
     require(stage, params, "ratio", _valid_ratio, "generated:proxy such as 3:1, or a positive number")
-    require(stage, params, "task", lambda v: not v or v in pipeline_tasks(), f"empty or one of {', '.join(pipeline_tasks())}")
+    require(stage, params, "task", lambda v: not v or v in TASKS, f"empty or one of {', '.join(TASKS)}")
     require(stage, params, "validation", lambda v: v in VALIDATIONS, f"one of {', '.join(VALIDATIONS)}")
     require(stage, params, "loss", lambda v: v in LOSSES, f"one of {', '.join(sorted(LOSSES))}")
     for key in ("epochs", "steps_per_epoch", "batch", "patch"):

@@ -178,12 +178,11 @@ def check(params: dict) -> None:
     """Parameter checks of stage 1 (no work): task, backbone, checkpoint file and its task, observed, tile."""
     from hiralign import restorers
     from hiralign.stages import require
-    from hiralign.tasks import pipeline_tasks
+    from hiralign.tasks import TASKS
     from hiralign.train import check_compatible, read_checkpoint_config
     from hiralign.train.released import is_released
 
-    require("01_proxy", params, "task", lambda v: v in pipeline_tasks(),
-            f"one of {', '.join(pipeline_tasks())} (the sr-ref tasks do not run through the notebooks yet: benchmarks/uafl.py)")
+    require("01_proxy", params, "task", lambda v: v in TASKS, f"one of {', '.join(TASKS)}")
     require("01_proxy", params, "backbone", lambda v: not v or restorers.is_known(v),
             f"empty, a registered backbone ({', '.join(restorers.names())}), package.module:factory, file.py:factory "
             f"or an entry point of {restorers.plugins.ENTRY_POINT_GROUP!r}")

@@ -105,12 +105,6 @@ for _task in (
 del _task
 
 
-def pipeline_tasks() -> list[str]:
-    """The tasks the notebook pipeline runs: all but the ``sr-ref`` family, whose reference RGB the
-    stage records do not carry yet (UAFL: ``benchmarks/uafl.py``, docs/uafl.md)."""
-    return [name for name, task in TASKS.items() if task.family != "sr-ref"]
-
-
 def get_task(task: str | Task) -> Task:
     """The :class:`Task` called ``task`` (a Task passes through); unknown names list the known ones
     (:class:`~hiralign.registry.UnknownNameError`, a ``ValueError``)."""

@@ -30,7 +30,7 @@
 # model: the reason HIR-ALIGN exists.
 
 # %% tags=["parameters"]
-task: str = "denoise-gaussian"  # restoration task: denoise-gaussian, denoise-complex, sr-x4, deblur, bandmiss, inpaint
+task: str = "denoise-gaussian"  # restoration task: denoise-gaussian, denoise-complex, sr-x4, sr-ref-x4 or sr-ref-x8 (an unregistered HR RGB reference, UAFL), deblur, bandmiss, inpaint
 backbone: str = ""  # registered backbone (hiralign.restorers.names()) or a plugged one, package.module:factory or file.py:factory; empty: the checkpoint's, or the task's CPU default
 backbone_kwargs: str = ""  # YAML mapping of backbone keywords, e.g. {channels: 16}; for a plugged one also layout (bchw or b1chw) and multiple
 backbone_config: str = ""  # named configuration of a registered backbone: paper or tiny (faithful ones), small or large (stand-ins); empty: its first
@@ -78,7 +78,7 @@ print(f"backbone {model_config.get('backbone')} ({model_config.get('size')}), {m
 print(f"{len(result.proxies)} proxies, {int(result.observed.sum())} observed")
 proxies, flags = result.proxies, result.observed
 degraded = stage1.degrade_targets(splits.target_observed, spec, seed=seed)  # the stored observations, with their masks
-base_model = classical_baseline(spec) if spec.family == "sr" else classical_baseline(spec, iterations=baseline_iterations)
+base_model = classical_baseline(spec) if spec.scale > 1 else classical_baseline(spec, iterations=baseline_iterations)
 baseline_out = stage1.make_proxies(base_model, degraded, spec, tile=None)
 
 # %%

@@ -122,7 +122,7 @@ def test_the_real_target_profile_without_its_scenes_stops_at_once_naming_the_fol
 
 
 def test_the_real_target_profiles_are_replicated_real_cave_runs():
-    for name, task in (("cave-real", "denoise-gaussian"), ("cave-real-sr", "sr-x4")):
+    for name, task in (("cave-real", "denoise-gaussian"), ("cave-real-sr", "sr-x4"), ("cave-real-uafl-sr", "sr-ref-x4")):
         config = load_config(REPO / "params" / f"{name}.yaml")
         assert config.replicates == 3 and config.stages["01_proxy"]["task"] == task
         assert config.stages["00_data"]["kind"] == "cave" and config.stages["00_data"]["split"] == "auto"

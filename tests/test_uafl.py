@@ -211,10 +211,68 @@ def test_training_crops_take_the_reference_at_the_clean_scale(cube):
     assert [p.extra["ref"].shape for p in patches] == [(3, 16, 16)] * 2
 
 
-def test_the_notebook_pipeline_refuses_sr_ref_tasks_with_a_pointer():
-    from hiralign import proxy
-    from hiralign.tasks import pipeline_tasks
+@pytest.fixture(scope="module")
+def sr_ref_run(tmp_path_factory):
+    """A tiny notebook-pipeline run (stages 00-05) of the sr-ref-x4 task with a tiny UAFL pretrained here."""
+    from stage_helpers import make_run
 
-    assert "sr-x4" in pipeline_tasks() and not any(t.startswith("sr-ref") for t in pipeline_tasks())
-    with pytest.raises(Exception, match="benchmarks/uafl.py"):
-        proxy.check({"task": "sr-ref-x4", "backbone": "", "backbone_kwargs": "", "checkpoint": ""})
+    run_dir = tmp_path_factory.mktemp("sr-ref-run")
+    results = make_run(run_dir, **{"01_proxy": {"task": "sr-ref-x4", "backbone_config": "tiny", "pretrain_epochs": 1,
+                                                "pretrain_batch": 2, "pretrain_patch": 16}})
+    return run_dir, results
+
+
+def test_stage_01_stores_each_observations_reference_and_makes_the_proxies_from_lr_and_reference(sr_ref_run):
+    from hiralign.train import load_checkpoint
+
+    run_dir, results = sr_ref_run
+    proxies, clean = results["01_proxy"], results["00_data"].target_observed
+    info = proxies.degradation
+    assert info["ref"].shape == (len(clean), 3, clean[0].height, clean[0].width)
+    for i, c in enumerate(clean):  # the stored reference is the clean image's Eq. 4 RGB through the stored field
+        assert np.allclose(info["ref"][i], warp_image(c.data[list(info["rgb_bands"][i])], info["flow"][i]), atol=1e-6)
+    model = load_checkpoint(proxies.checkpoint, bands=clean[0].bands, task="sr-ref-x4").model
+    assert model.build_config["backbone"] == "uafl"
+    with_ref = restore(model, proxies.degraded[0].data, {"ref": info["ref"][0]})
+    assert np.allclose(np.clip(with_ref, 0, 1), proxies.proxies[0].data, atol=1e-5)  # Eq. 3 with the reference
+    other = restore(model, proxies.degraded[0].data, {"ref": info["ref"][1]})
+    assert not np.allclose(with_ref, other, atol=1e-4)  # the proxy depends on the reference
+
+
+def test_finetuning_pairs_carry_a_misaligned_reference_of_their_target(sr_ref_run):
+    from hiralign.finetune import GENERATED, PROXY, AlignedPairs, load_inputs
+
+    run_dir, _ = sr_ref_run
+    inputs = load_inputs(run_dir)
+    pairs = AlignedPairs(inputs.proxies, "sr-ref-x4", inputs.synthesized, composition="mixed", ratio="3:1").epoch(0)
+    assert {p.ref.branch for p in pairs} == {PROXY, GENERATED}
+    for p in pairs:  # ref(p) = rgb(target)(p + flow(p)), a 4 px misalignment of this pair's own target
+        assert p.extra["ref"].shape == (3, *p.clean.shape[1:])
+        assert np.allclose(p.extra["ref"], warp_image(p.clean[p.info["rgb_bands"]], p.info["flow"]), atol=1e-6)
+        assert np.isclose(np.hypot(*p.info["misalignment"]["drawn"]["shift_xy"]), 4.0)
+
+
+def test_stage_05_restores_the_observations_with_their_stored_references(sr_ref_run):
+    from hiralign.train import load_checkpoint
+
+    _, results = sr_ref_run
+    evaluation, proxies = results["05_evaluate"], results["01_proxy"]
+    assert {"input", "source-only", "proxy-only", "adapted"} <= set(evaluation.restored)
+    adapted = load_checkpoint(evaluation.models["adapted"], bands=evaluation.degraded.shape[1], task="sr-ref-x4").model
+    expected = np.clip(restore(adapted, evaluation.degraded[0], {"ref": proxies.degradation["ref"][0]}), 0, 1)
+    assert np.allclose(evaluation.restored["adapted"][0], expected, atol=1e-5)
+    assert np.all(np.isfinite(evaluation.restored["adapted"]))
+
+
+@pytest.mark.parametrize("name", ["uafl-sr", "cave-real-uafl-sr"])
+def test_the_uafl_profiles_pass_every_stage_check_and_run_the_sr_ref_task(name):
+    from pathlib import Path
+
+    from hiralign.pipeline import load_config, validate_config
+
+    repo = Path(__file__).resolve().parents[1]
+    if name.startswith("cave") and not list((repo.parent / "shared" / "data").glob("cave_*.mat")):
+        pytest.skip("the real-CAVE profile's dataset check needs the CAVE scenes of ../shared/data")
+    resolved = validate_config(load_config(repo / "params" / f"{name}.yaml"), repo / "notebooks")
+    assert resolved["01_proxy"]["task"] == "sr-ref-x4" and resolved["01_proxy"]["backbone"] == "uafl"
+    assert resolved["01_proxy"]["backbone_config"] == "tiny"

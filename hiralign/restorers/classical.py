@@ -210,7 +210,8 @@ class BicubicUpsampler(nn.Module):
         self.receptive_radius = 2
         self.tile_align = 1
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` upsampled; an ``sr-ref`` task's reference ``ref`` is ignored (single-image upsampling)."""
         # antialias=True selects PyTorch's Keys a = -0.5 kernel (MATLAB imresize), as sr-bicubic uses
         return F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False, antialias=True)
 
@@ -227,11 +228,11 @@ BASELINE_PARAMS: dict[str, SubspaceTVParams] = {
 
 
 def baseline(task: str | Task, **overrides) -> nn.Module:
-    """The classical baseline of ``task``: bicubic for super-resolution, otherwise the subspace
+    """The classical baseline of ``task``: bicubic for super-resolution (the ``sr-ref`` reference unused), otherwise the subspace
     low-rank + TV solver with the task's blur kernel / mask handling; ``overrides`` change its
     :class:`SubspaceTVParams` (e.g. ``iterations=10``)."""
     task = get_task(task)
-    if task.family == "sr":
+    if task.family in ("sr", "sr-ref"):
         if overrides:
             raise ValueError(f"the bicubic baseline takes no parameters; got {sorted(overrides)}")
         return BicubicUpsampler(task.scale)
