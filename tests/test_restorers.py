@@ -226,6 +226,14 @@ def test_bicubic_baseline_matches_the_degradation_modules_upsampler():
     np.testing.assert_allclose(ours, dg.upsample_bicubic(lr, 4), atol=1e-5)
 
 
+def test_the_sr_ref_baseline_is_bicubic_and_ignores_the_reference():
+    lr = torch.from_numpy(np.random.default_rng(0).random((1, 4, 8, 10)).astype(np.float32))
+    ref = torch.rand(1, 3, 32, 40, generator=torch.Generator().manual_seed(0))
+    with_ref = baseline("sr-ref-x4")(lr, ref=ref)
+    assert torch.equal(with_ref, baseline("sr-x4")(lr)) and torch.equal(with_ref, baseline("sr-ref-x4")(lr, ref=torch.zeros_like(ref)))
+    assert baseline("sr-ref-x8")(lr).shape == (1, 4, 64, 80)
+
+
 def test_baseline_parameters_are_exposed_and_validated():
     assert baseline("denoise-gaussian", iterations=3).params.iterations == 3
     assert baseline("deblur").kernel.shape == (31, 31)
