@@ -10,15 +10,17 @@ that length plus up to 1 deg rotation, 1 % zoom and a 1 px elastic field, hirali
 * ``single-image SR``: ``tiny-sspsr`` trained on ``sr-x4`` (no reference);
 * ``TV-L1 + UAFL``: the two-stage approach: the reference registered to the bicubic RGB by TV-L1
   optical flow (scikit-image), then fused by UAFL trained on registered references;
-* ``UAFL``: ``uafl`` (tiny configuration) trained on ``sr-ref-x4`` (4 px references), fed the
-  unregistered reference directly.
+* ``UAFL (paper CPFP)``: ``uafl`` (tiny configuration, ``cpfp="conv"``: the coarse flow by a 3x3
+  convolution, as the paper's text has it) trained on ``sr-ref-x4`` (4 px references), fed the
+  unregistered reference directly;
+* ``UAFL``: the same with our coarse flow by block matching (``cpfp="matching"``, the default).
 
 Scores (PSNR, SSIM, SAM in degrees) are computed on the four 128 px quadrants of each test scene;
 gains over single-image SR are paired over those quadrants x scenes (bootstrap 95% interval,
 Wilcoxon p; quadrants of one scene are not independent, so the intervals are optimistic). Writes
 ``results/uafl.md`` and ``results/uafl.json``.
 
-    python benchmarks/uafl.py                  # the three CAVE scenes, 800 training steps per model
+    python benchmarks/uafl.py --steps 1200     # the three CAVE scenes (results/uafl.md)
     python benchmarks/uafl.py --steps 50 --size 64 --out /tmp/uafl   # a smoke run
 """
 from __future__ import annotations
@@ -36,7 +38,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MISALIGNMENTS = (0, 4, 8)
-METHODS = ("bicubic", "single-image SR", "TV-L1 + UAFL", "UAFL")
+METHODS = ("bicubic", "single-image SR", "TV-L1 + UAFL", "UAFL (paper CPFP)", "UAFL")
+WITH_REFERENCE = METHODS[2:]
 REGISTERED = {"shift": 0.0, "rotation_deg": 0.0, "zoom": 0.0, "elastic": 0.0}
 
 
@@ -56,13 +59,13 @@ def load_scenes(paths: list[str], size: int) -> list[tuple[str, object]]:
     return scenes
 
 
-def train_model(name: str, task, cubes, args) -> tuple[torch.nn.Module, float]:
+def train_model(name: str, task, cubes, args, **cfg) -> tuple[torch.nn.Module, float]:
     from hiralign import restorers
     from hiralign.train import TrainConfig, train
 
     torch.manual_seed(args.seed)
-    model = restorers.get(name, cubes[0].bands, task, size="tiny" if name == "uafl" else None)
-    config = TrainConfig(epochs=args.steps // 50 or 1, steps_per_epoch=min(50, args.steps), batch_size=8, patch_size=32,
+    model = restorers.get(name, cubes[0].bands, task, size="tiny" if name == "uafl" else None, **cfg)
+    config = TrainConfig(epochs=args.steps // 50 or 1, steps_per_epoch=min(50, args.steps), batch_size=args.batch, patch_size=args.patch,
                          lr=1e-3, min_lr=1e-5, seed=args.seed)
     start = time.perf_counter()
     train(model, cubes, task, config, progress=False)
@@ -104,6 +107,7 @@ def run_fold(test: tuple[str, object], train_cubes: list, args) -> tuple[list[di
     registered_task = replace(ref_task, name="sr-ref-x4-registered", params={**ref_task.params, **REGISTERED})
     times = {}
     sisr, times["single-image SR"] = train_model("tiny-sspsr", get_task("sr-x4"), train_cubes, args)
+    paper_cpfp, times["UAFL (paper CPFP)"] = train_model("uafl", ref_task, train_cubes, args, cpfp="conv")
     uafl, times["UAFL"] = train_model("uafl", ref_task, train_cubes, args)
     fuser, times["TV-L1 + UAFL"] = train_model("uafl", registered_task, train_cubes, args)
     label, cube = test
@@ -116,6 +120,7 @@ def run_fold(test: tuple[str, object], train_cubes: list, args) -> tuple[list[di
             "bicubic": restore(baseline("sr-x4"), d.data),
             "single-image SR": restore(sisr, d.data),
             "TV-L1 + UAFL": restore(fuser, d.data, {"ref": register_tvl1(ref, d.data, bands, 4)}),
+            "UAFL (paper CPFP)": restore(paper_cpfp, d.data, {"ref": ref}),
             "UAFL": restore(uafl, d.data, {"ref": ref}),
         }
         for method, restored in outputs.items():
@@ -135,7 +140,7 @@ def summarise(rows: list[dict]) -> tuple[list[dict], list[dict]]:
             sel = [r for r in rows if r["misalignment_px"] == px and r["method"] == method]
             table.append({"misalignment_px": px, "method": method, **{m: float(np.mean([r[m] for r in sel])) for m in ("psnr", "ssim", "sam")}})
         base = sorted((r for r in rows if r["misalignment_px"] == px and r["method"] == "single-image SR"), key=lambda r: (r["scene"], r["quadrant"]))
-        for method in ("TV-L1 + UAFL", "UAFL"):
+        for method in WITH_REFERENCE:
             ours = sorted((r for r in rows if r["misalignment_px"] == px and r["method"] == method), key=lambda r: (r["scene"], r["quadrant"]))
             for metric, higher in (("psnr", True), ("ssim", True), ("sam", False)):
                 d = paired_difference(np.array([r[metric] for r in ours]), np.array([r[metric] for r in base]), higher)
@@ -148,7 +153,7 @@ def render(report: dict) -> str:
     lines = ["# UAFL: unregistered RGB-guided x4 SR on real CAVE scenes", "",
              f"`python benchmarks/uafl.py {' '.join(report['argv'])}` on {report['created']} "
              f"({report['machine']}); git {report['git']}. Leave-one-scene-out over {', '.join(report['scenes'])}; "
-             f"{report['args']['steps']} training steps per model (batch 8, 32 px patches), scenes cropped to {report['args']['size']} px. "
+             f"{report['args']['steps']} training steps per model (batch {report['args']['batch']}, {report['args']['patch']} px patches), scenes cropped to {report['args']['size']} px. "
              "One training seed per fold: single runs, not replicates.", "",
              "| misalignment | method | PSNR | SSIM | SAM (deg) |", "|---|---|---|---|---|"]
     lines += [f"| {r['misalignment_px']} px | {r['method']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['sam']:.2f} |" for r in report["table"]]
@@ -168,8 +173,9 @@ def render(report: dict) -> str:
 NOTES = [
     "Misalignment 0 px is a registered reference; 4 and 8 px add, to a translation of that length, up to 1 deg rotation, 1 % zoom "
     "and a 1 px smooth elastic field (hiralign.misalign; the field is known and seeded).",
-    "UAFL is trained on 4 px references only; 0 and 8 px test how it generalises. The TV-L1 + UAFL fuser is the same network trained on "
-    "registered references, fed references registered by scikit-image's TV-L1 flow.",
+    "The UAFL models are trained on 4 px references only; 0 and 8 px test how they generalise. UAFL (paper CPFP) predicts CFDA's coarse flow "
+    "by a 3x3 convolution as the paper's text describes; UAFL by parameter-free block matching (hiralign.restorers.matching; docs/uafl.md). "
+    "The TV-L1 + UAFL fuser is UAFL trained on registered references, fed references registered by scikit-image's TV-L1 flow.",
     "Tiny configurations (UAFL 53 k parameters, tiny-sspsr 179 k) trained for minutes on 2 CPU cores: these are not the paper's numbers "
     "(the paper reports ICVL / REAL at full size, e.g. 41.84 dB on ICVL x4) and must not be compared with them.",
 ]
@@ -180,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenes", nargs="+", default=None, help="CAVE .mat scenes (default ../shared/data/cave_*_256.mat)")
     parser.add_argument("--size", type=int, default=256, help="centre crop side (a multiple of 8)")
     parser.add_argument("--steps", type=int, default=800, help="training steps per model")
+    parser.add_argument("--patch", type=int, default=64, help="training patch side (px)")
+    parser.add_argument("--batch", type=int, default=2, help="training batch size")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(REPO / "results"), help="folder for uafl.md / uafl.json")
@@ -200,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += fold_rows
         times.append({"test": test[0], "times": fold_times})
     table, gains = summarise(rows)
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    git = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     report = {"created": created, "argv": list(argv if argv is not None else __import__("sys").argv[1:]), "args": vars(args),
               "git": git, "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
               f"load {', '.join(f'{v:.1f}' for v in __import__('os').getloadavg())}",

@@ -242,12 +242,31 @@ def queue_states(job_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
 
 
 def accounted_state(job_id: str) -> str | None:
-    """The final state ``sacct`` records for ``job_id`` (``None`` without job accounting)."""
+    """The state ``sacct`` records for ``job_id``: ``None`` without job accounting (no sacct, or it
+    fails), ``""`` while the database has no record of the job yet."""
     if shutil.which("sacct") is None:
         return None
     done = _run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", job_id])
+    if done.returncode != 0:
+        return None
     states = done.stdout.split()
-    return states[0].split()[0] if done.returncode == 0 and states else None
+    return states[0] if states else ""
+
+
+#: How long slurmdbd may take to record the end of a job that has left the queue (s).
+ACCOUNTING_LAG_S = 15.0
+
+
+def final_accounted_state(job_id: str, lag_s: float = ACCOUNTING_LAG_S, poll_s: float = 1.0) -> str | None:
+    """:func:`accounted_state` once it is a final one: a job that has just left the queue may still
+    read ``PENDING`` / ``RUNNING`` (or have no record) in the accounting database for a moment, so ask
+    again for up to ``lag_s``; what sacct says then (``None`` at once without job accounting)."""
+    deadline = time.monotonic() + lag_s
+    while True:
+        state = accounted_state(job_id)
+        if state is None or state in CAUSES or time.monotonic() >= deadline:
+            return state
+        time.sleep(poll_s)
 
 
 def cause_in_log(text: str) -> str | None:
@@ -337,7 +356,7 @@ class SlurmWatch:
         return "\n".join(parts)
 
     def vanished_cause(self, handle, state: str) -> str:
-        accounted = accounted_state(str(handle.job_id)) if self.on_slurm else None
+        accounted = final_accounted_state(str(handle.job_id)) if self.on_slurm else None
         if accounted and accounted in CAUSES and accounted not in ("COMPLETED", "FAILED"):
             return CAUSES[accounted]
         named = cause_in_log(self.log_text(handle))

@@ -77,3 +77,21 @@ def test_a_runs_error_stays_whole_on_one_table_line():
     text = one_line("PipelineError: stage 04 failed\n  in cell 3 | ValueError: x\n\n")
     assert text == "PipelineError: stage 04 failed / in cell 3 / ValueError: x"
     assert one_line("x" * 700).endswith("...") and len(one_line("x" * 700)) == 600
+
+
+def test_an_accounting_record_that_lags_the_queue_is_waited_for(monkeypatch):
+    answers = iter(["PENDING", "", "CANCELLED"])  # slurmdbd records the end a moment after squeue drops the job
+    monkeypatch.setattr(slurm, "accounted_state", lambda job_id: next(answers))
+    assert slurm.final_accounted_state("12", lag_s=5.0, poll_s=0.0) == "CANCELLED"
+    monkeypatch.setattr(slurm, "accounted_state", lambda job_id: "RUNNING")
+    assert slurm.final_accounted_state("12", lag_s=0.0, poll_s=0.0) == "RUNNING"  # bounded: what sacct says at the deadline
+    monkeypatch.setattr(slurm, "accounted_state", lambda job_id: None)
+    assert slurm.final_accounted_state("12", lag_s=60.0, poll_s=60.0) is None  # no accounting: no wait
+
+
+@pytest.mark.parametrize("returncode, stdout, state", [(0, "CANCELLED by 0\n", "CANCELLED"), (0, "", ""),
+                                                       (1, "sacct: error: accounting storage is disabled", None)])
+def test_sacct_answers_are_read_as_a_state_no_record_or_no_accounting(monkeypatch, returncode, stdout, state):
+    monkeypatch.setattr(slurm.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(slurm, "_run", lambda command, timeout=30: subprocess.CompletedProcess(command, returncode, stdout, ""))
+    assert slurm.accounted_state("12") == state

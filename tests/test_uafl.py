@@ -12,7 +12,7 @@ from hiralign import restorers
 from hiralign.misalign import Misalignment, misalignment_field, warp_image
 from hiralign.restorers.deform import flow_warp, modulated_deform_conv2d
 from hiralign.restorers.inference import restore, restore_batch
-from hiralign.restorers.uafl import mix, svd_endmembers, unmix
+from hiralign.restorers.uafl import MATCHING, matched_coarse_flow, mix, svd_endmembers, unmix
 from hiralign.spectral import VISIBLE_31, rgb_band_indices
 from hiralign.tasks import get_task
 from hiralign.unmixing import svd_basis
@@ -145,10 +145,11 @@ def test_svd_unmixing_reconstructs_a_rank_k_cube_and_spans_the_numpy_basis():
     assert torch.allclose(svd_endmembers(x, 3).transpose(1, 2) @ svd_endmembers(x, 3), torch.eye(3, dtype=x.dtype), atol=1e-10)
 
 
-@pytest.mark.parametrize("task, lr", [("sr-ref-x4", (7, 9)), ("sr-ref-x8", (5, 4))])
-def test_uafl_forward_backward_and_the_zeroed_residual_is_the_upsampled_input(task, lr):
+@pytest.mark.parametrize("task, lr, cpfp", [("sr-ref-x4", (7, 9), "matching"), ("sr-ref-x8", (5, 4), "matching"),
+                                           ("sr-ref-x4", (7, 9), "conv")])
+def test_uafl_forward_backward_and_the_zeroed_residual_is_the_upsampled_input(task, lr, cpfp):
     torch.manual_seed(0)
-    model = restorers.get("uafl", 31, task, size="tiny")
+    model = restorers.get("uafl", 31, task, size="tiny", cpfp=cpfp)
     s = get_task(task).scale
     x, ref = torch.rand(2, 31, *lr), torch.rand(2, 3, lr[0] * s, lr[1] * s)
     up = F.interpolate(x, scale_factor=s, mode="bicubic", align_corners=False)
@@ -177,6 +178,30 @@ def test_uafl_refuses_a_reference_of_the_wrong_size_and_too_many_endmembers():
         restorers.get("uafl", 2, "sr-ref-x4", size="tiny")
     with pytest.raises(ValueError, match="cannot solve task"):
         restorers.get("uafl", 31, "sr-x4", size="tiny")
+    with pytest.raises(ValueError, match="unknown cpfp 'flownet'"):
+        restorers.get("uafl", 31, "sr-ref-x4", size="tiny", cpfp="flownet")
+
+
+def test_endmembers_are_signed_so_the_first_abundance_is_brightness():
+    rng = np.random.default_rng(4)
+    x = torch.from_numpy(rng.random((2, 31, 8, 9)))
+    e, a = unmix(x, 3)
+    assert (a[:, 0] > 0).all()  # a non-negative cube: positive first abundance
+    reference = np.stack([svd_basis(cube.reshape(31, -1).T, 3) for cube in x.numpy()])  # hiralign.unmixing's sign convention
+    assert np.allclose(e.numpy(), reference, atol=1e-8)
+    assert torch.allclose(svd_endmembers(-x, 3), e)  # the sign is fixed: negating the cube does not flip the endmembers
+
+
+@pytest.mark.parametrize("shift", [4.0, 8.0])
+def test_the_matched_coarse_flow_recovers_the_seeded_misalignment_of_a_textured_scene(shift):
+    rng = np.random.default_rng(5)
+    abundances = ndimage.gaussian_filter(rng.random((3, 128, 128)), (0, 2.5, 2.5))
+    scene = np.einsum("bk,khw->bhw", rng.random((31, 3)), abundances).astype(np.float32)  # a rank-3 cube
+    d = dg.degrade("sr-ref", scene, seed=1, scale=4, shift=shift, rotation_deg=0.0, zoom=0.0, elastic=0.0)
+    x_up = F.interpolate(torch.from_numpy(d.data)[None], scale_factor=4, mode="bicubic", align_corners=False)
+    flow = matched_coarse_flow(unmix(x_up, 3)[1], torch.from_numpy(d.info["ref"])[None], **MATCHING)
+    error = (flow + torch.from_numpy(d.info["flow"])[None])[..., 24:-24, 24:-24].norm(dim=1)  # aligning undoes the field
+    assert error.median() < 0.75, f"median end-point error {error.median():.2f} px for a {shift} px shift"
 
 
 class _ReferenceEcho(torch.nn.Module):

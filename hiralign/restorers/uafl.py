@@ -11,8 +11,11 @@ released when this was written). Written here from the paper's description:
    HR RGB ``I`` predicts the residual abundance ``A_hat``; at every encoder level
 
    * CFDA (coarse-to-fine deformable aggregation) aligns the reference features to the abundance
-     features: a coarse pyramid flow predicted at half resolution and upsampled (``C_flow``), a
-     residual flow and a similarity map from ``[F, Warp(F_ref, C_flow)]`` (``F_flow``, ``F_sim``),
+     features: a coarse pyramid flow ``C_flow`` (CPFP; the paper: a 3x3 convolution of the
+     downsampled features, ``cpfp="conv"``; ours by default, ``cpfp="matching"``: block matching of
+     the reference's luminance onto the first abundance at a quarter of the resolution, computed
+     once and resized to every level, because a convolution cannot measure a displacement and the
+     paper's version stays at zero flow, docs/uafl.md), a residual flow and a similarity map from ``[F, Warp(F_ref, C_flow)]`` (``F_flow``, ``F_sim``),
      a sin/cos positional encoding of the flow's fractional part, offsets ``O = F_flow +
      tanh(dP_o)`` and mask ``M = sigmoid(F_sim * dP_m)`` of a modulated deformable convolution
      that aggregates the reference features (``F_ref_hat``);
@@ -41,18 +44,29 @@ from torch import nn
 
 from hiralign.restorers.blocks import GatedFeedForward, LayerNorm2d, crop_to, from_windows, pad_to_multiple, to_windows
 from hiralign.restorers.deform import flow_warp, modulated_deform_conv2d
+from hiralign.restorers.matching import block_matching_flow
 
 #: The paper's count for its model (REAL x4 table, 5.94 M); ours differs (module docstring).
 PAPER_PARAMETERS = 5_940_000
 PAPER_CONFIG = {"channels": 64, "endmembers": 3, "levels": 3, "heads": 4, "window": 8, "frequencies": 4, "deform_groups": 4}
 TINY_CONFIG = {"channels": 8, "endmembers": 3, "levels": 2, "heads": 2, "window": 4, "frequencies": 2, "deform_groups": 2}
+#: ``cpfp``: the coarse flow of CFDA, ``"matching"`` (ours, default) or ``"conv"`` (the paper's text).
+CPFP_KINDS = ("matching", "conv")
+#: Block matching of ``cpfp="matching"`` (hiralign.restorers.matching): at a quarter of the image,
+#: displacements up to 12 px, 11 x 11 ZNCC windows, smoothing over 8 pooled px.
+MATCHING = {"stride": 4, "radius": 3, "window": 11, "sigma": 8.0}
 
 
 def svd_endmembers(x_up: torch.Tensor, k: int) -> torch.Tensor:
-    """``(N, B, K)``: the first ``k`` left singular vectors of each ``(B, H W)`` cube (step 1)."""
+    """``(N, B, K)``: the first ``k`` left singular vectors of each ``(B, H W)`` cube (step 1), each
+    signed so that its entry of largest magnitude is positive (SVD leaves the sign free; the
+    convention of :func:`hiralign.unmixing.svd_basis`): the first abundance is then brightness-like,
+    positive on a non-negative cube."""
     n, b = x_up.shape[:2]
     u, _, _ = torch.linalg.svd(x_up.reshape(n, b, -1).double(), full_matrices=False)
-    return u[:, :, :k].to(x_up.dtype)
+    u = u[:, :, :k]
+    sign = torch.sign(u.gather(1, u.abs().argmax(dim=1, keepdim=True)))
+    return (u * sign).to(x_up.dtype)
 
 
 def unmix(x_up: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,33 +89,62 @@ def fractional_encoding(flow: torch.Tensor, frequencies: int) -> torch.Tensor:
     return torch.cat([torch.sin(gamma), torch.cos(gamma)], dim=1)
 
 
-class CoarseToFineDeformableAggregation(nn.Module):
-    """CFDA: reference features ``F_ref`` aggregated onto the abundance features ``F``."""
+class ConvCoarseFlow(nn.Module):
+    """The paper's CPFP, ``C_flow = Up(Conv3x3(F_down, F_ref_down))`` (``cpfp="conv"``): a convolution is
+    linear in its inputs and cannot measure a displacement; docs/uafl.md shows it staying at zero flow."""
 
-    def __init__(self, c: int, frequencies: int, groups: int, kernel: int = 3):
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv = nn.Conv2d(2 * c, 2, 3, padding=1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)  # start from zero flow
+
+    def forward(self, f: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        low = self.conv(torch.cat([F.avg_pool2d(f, 2, ceil_mode=True), F.avg_pool2d(ref, 2, ceil_mode=True)], dim=1))
+        return 2.0 * F.interpolate(low, size=f.shape[-2:], mode="bilinear", align_corners=False)  # px
+
+
+def matched_coarse_flow(a: torch.Tensor, ref: torch.Tensor, **matching) -> torch.Tensor:
+    """Ours (``cpfp="matching"``): ``C_flow`` at the image resolution by block matching
+    (:func:`hiralign.restorers.matching.block_matching_flow`) of the reference's luminance onto the
+    first abundance (the projection on the dominant endmember, brightness-like)."""
+    return block_matching_flow(a[:, :1], ref.mean(dim=1, keepdim=True), **matching)
+
+
+def resize_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A ``(N, 2, H, W)`` flow in pixels resampled to ``size``, its vectors rescaled to the new grid."""
+    (h, w), (h2, w2) = flow.shape[-2:], size
+    scale = torch.tensor([w2 / w, h2 / h], device=flow.device, dtype=flow.dtype).view(1, 2, 1, 1)
+    return scale * F.interpolate(flow, size=size, mode="bilinear", align_corners=False)
+
+
+class CoarseToFineDeformableAggregation(nn.Module):
+    """CFDA: reference features ``F_ref`` aggregated onto the abundance features ``F``, from the coarse
+    flow of :class:`ConvCoarseFlow` (``cpfp="conv"``) or a given one (``cpfp="matching"``)."""
+
+    def __init__(self, c: int, frequencies: int, groups: int, cpfp: str = "matching", kernel: int = 3):
         super().__init__()
         self.frequencies, self.groups, self.kernel = frequencies, groups, kernel
-        self.coarse = nn.Conv2d(2 * c, 2, 3, padding=1)  # CPFP at half resolution
+        self.coarse = ConvCoarseFlow(c) if cpfp == "conv" else None
         self.residual = nn.Sequential(nn.Conv2d(2 * c, c, 3, padding=1), nn.LeakyReLU(0.1), nn.Conv2d(c, 3, 3, padding=1))
         taps = groups * kernel * kernel
         self.refine = nn.Sequential(nn.Conv2d(2 * c + 4 * frequencies, c, 3, padding=1), nn.LeakyReLU(0.1),
                                     nn.Conv2d(c, 3 * taps, 3, padding=1))  # FSPR: dP_o (2 taps), dP_m (taps)
-        for conv in (self.coarse, self.residual[-1], self.refine[-1]):
+        for conv in (self.residual[-1], self.refine[-1]):
             nn.init.zeros_(conv.weight)
-            nn.init.zeros_(conv.bias)  # start from zero flow and offsets
+            nn.init.zeros_(conv.bias)  # start from the coarse flow, no residual offsets
         self.weight = nn.Parameter(torch.empty(c, c, kernel, kernel))
         self.bias = nn.Parameter(torch.zeros(c))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
 
-    def prior_flow(self, f: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def prior_flow(self, f: torch.Tensor, ref: torch.Tensor, coarse: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(F_flow, F_sim)``: the coarse pyramid flow plus its residual, and the confidence map."""
-        low = self.coarse(torch.cat([F.avg_pool2d(f, 2, ceil_mode=True), F.avg_pool2d(ref, 2, ceil_mode=True)], dim=1))
-        coarse = 2.0 * F.interpolate(low, size=f.shape[-2:], mode="bilinear", align_corners=False)  # C_flow, px
+        coarse = self.coarse(f, ref) if self.coarse is not None else resize_flow(coarse, f.shape[-2:])  # C_flow
         delta = self.residual(torch.cat([f, flow_warp(ref, coarse)], dim=1))
         return coarse + delta[:, :2], torch.sigmoid(delta[:, 2:])
 
-    def forward(self, f: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        flow, similarity = self.prior_flow(f, ref)
+    def forward(self, f: torch.Tensor, ref: torch.Tensor, coarse: torch.Tensor | None = None) -> torch.Tensor:
+        flow, similarity = self.prior_flow(f, ref, coarse)
         taps = self.groups * self.kernel ** 2
         p = self.refine(torch.cat([f, flow_warp(ref, flow), fractional_encoding(flow, self.frequencies)], dim=1))
         flow_yx = flow.flip(1).repeat(1, taps, 1, 1)  # deform_conv2d offsets are (dy, dx) per tap
@@ -197,28 +240,32 @@ class ModulatedFusion(nn.Module):
 class EncoderLevel(nn.Module):
     """One encoder level: CFDA then SCACA at ``c`` channels."""
 
-    def __init__(self, c: int, heads: int, window: int, frequencies: int, groups: int):
+    def __init__(self, c: int, heads: int, window: int, frequencies: int, groups: int, cpfp: str):
         super().__init__()
-        self.aggregate = CoarseToFineDeformableAggregation(c, frequencies, groups)
+        self.aggregate = CoarseToFineDeformableAggregation(c, frequencies, groups, cpfp)
         self.attend = AbundanceCrossAttention(c, heads, window)
 
-    def forward(self, f: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        return self.attend(f, self.aggregate(f, ref))
+    def forward(self, f: torch.Tensor, ref: torch.Tensor, coarse: torch.Tensor | None) -> torch.Tensor:
+        return self.attend(f, self.aggregate(f, ref, coarse))
 
 
 class UAFL(nn.Module):
     """``model(x, ref=I)``: ``(N, B, h, w)`` LR HSI and ``(N, 3, h s, w s)`` unregistered RGB -> ``(N, B, h s, w s)``."""
 
     def __init__(self, bands: int, scale: int, channels: int = 64, endmembers: int = 3, levels: int = 3, heads: int = 4,
-                 window: int = 8, frequencies: int = 4, deform_groups: int = 4):
+                 window: int = 8, frequencies: int = 4, deform_groups: int = 4, cpfp: str = "matching",
+                 matching: dict | None = None):
         super().__init__()
         if endmembers > bands:
             raise ValueError(f"uafl: {endmembers} endmembers for {bands} bands; K must be <= B")
+        if cpfp not in CPFP_KINDS:
+            raise ValueError(f"uafl: unknown cpfp {cpfp!r}; choose one of {CPFP_KINDS}")
+        self.cpfp, self.matching = cpfp, dict(MATCHING if matching is None else matching)
         self.bands, self.scale, self.k, self.levels = int(bands), int(scale), int(endmembers), int(levels)
         widths = [channels * 2 ** i for i in range(levels)]
         self.embed = nn.Conv2d(endmembers, channels, 3, padding=1)
         self.embed_ref = nn.Conv2d(3, channels, 3, padding=1)
-        self.encoders = nn.ModuleList(EncoderLevel(c, heads, window, frequencies, deform_groups) for c in widths)
+        self.encoders = nn.ModuleList(EncoderLevel(c, heads, window, frequencies, deform_groups, cpfp) for c in widths)
         self.down = nn.ModuleList(nn.Conv2d(c, 2 * c, 4, stride=2, padding=1) for c in widths[:-1])
         self.down_ref = nn.ModuleList(nn.Conv2d(c, 2 * c, 4, stride=2, padding=1) for c in widths[:-1])
         self.up = nn.ModuleList(nn.ConvTranspose2d(2 * c, c, 2, stride=2) for c in widths[:-1])
@@ -231,10 +278,11 @@ class UAFL(nn.Module):
 
     def residual_abundance(self, a: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """``A_hat = f(A, I)`` (step 2) on sides that are multiples of ``2^(levels - 1)``."""
+        coarse = matched_coarse_flow(a, ref, **self.matching) if self.cpfp == "matching" else None
         f, r = self.embed(a), self.embed_ref(ref)
         skips = []
         for i, encoder in enumerate(self.encoders):
-            f = encoder(f, r)
+            f = encoder(f, r, coarse)
             if i < self.levels - 1:
                 skips.append(f)
                 f, r = self.down[i](f), self.down_ref[i](r)
